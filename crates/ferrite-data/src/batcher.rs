@@ -270,7 +270,7 @@ mod tests {
         let config = BatchConfig { input_side: 64, ..BatchConfig::new(4) };
         let batch = config.host_batch(&s, &[0, 9, 1], 0, 0).to_device(&Device::flex());
         assert_eq!(batch.images.dims(), [3, 1, 64, 64]);
-        let values: Vec<f32> = batch.images.into_data().to_vec().unwrap();
+        let values: Vec<f32> = batch.images.into_data().iter::<f32>().collect();
         assert_eq!(values[0], -1.0);
         assert!((values[64 * 64] - (180.0 / 127.5 - 1.0)).abs() < 1e-6);
         let targets: Vec<i64> = batch.targets.into_data().iter::<i64>().collect();

@@ -22,6 +22,7 @@ pub mod fer2013;
 pub mod ferplus;
 pub mod folder;
 pub mod inspect;
+pub mod locate;
 pub mod split;
 mod store;
 

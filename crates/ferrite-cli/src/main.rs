@@ -5,7 +5,11 @@ mod commands;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "ferrite", version, about = "Facial emotion recognition: data, training, evaluation and inference in one binary")]
+#[command(
+    name = "ferrite",
+    version,
+    about = "Facial emotion recognition: data, training, evaluation and inference in one binary"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

@@ -131,7 +131,11 @@ impl Augmenter {
         let c = &self.config;
         let mut rng = ChaCha8Rng::seed_from_u64(mix(self.seed, epoch as u64, position as u64));
         let mut symmetric = |range: f32| {
-            if range > 0.0 { rng.random_range(-range..=range) } else { 0.0 }
+            if range > 0.0 {
+                rng.random_range(-range..=range)
+            } else {
+                0.0
+            }
         };
         let theta_degrees = symmetric(c.rotation_range);
         let shift_x = symmetric(c.width_shift_range) * IMAGE_SIDE as f32;
@@ -145,9 +149,10 @@ impl Augmenter {
         } else {
             (0, 0)
         };
-        let erase = (c.random_erasing > 0.0 && rng.random_bool(c.random_erasing.clamp(0.0, 1.0) as f64))
-            .then(|| erase_rectangle(&mut rng, out_side))
-            .flatten();
+        let erase = (c.random_erasing > 0.0
+            && rng.random_bool(c.random_erasing.clamp(0.0, 1.0) as f64))
+        .then(|| erase_rectangle(&mut rng, out_side))
+        .flatten();
         Transform {
             theta_degrees,
             shift_x,
@@ -178,7 +183,13 @@ impl Augmenter {
     }
 
     /// Draws and applies in one call.
-    pub fn augment(&self, image: &[u8], epoch: usize, position: usize, out_side: usize) -> Vec<f32> {
+    pub fn augment(
+        &self,
+        image: &[u8],
+        epoch: usize,
+        position: usize,
+        out_side: usize,
+    ) -> Vec<f32> {
         let transform = self.draw(epoch, position, out_side);
         let mut out = vec![0.0; out_side * out_side];
         self.apply(image, &transform, out_side, &mut out);
@@ -206,7 +217,9 @@ fn erase_rectangle(rng: &mut ChaCha8Rng, side: usize) -> Option<(usize, usize, u
 
 /// SplitMix64 over the three keys: well-spread generator seeds from small integers.
 fn mix(seed: u64, epoch: u64, position: u64) -> u64 {
-    let mut z = seed ^ epoch.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ position.wrapping_mul(0xC2B2_AE3D_27D4_EB4F);
+    let mut z = seed
+        ^ epoch.wrapping_mul(0x9E37_79B9_7F4A_7C15)
+        ^ position.wrapping_mul(0xC2B2_AE3D_27D4_EB4F);
     z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
     z ^ (z >> 31)
@@ -244,7 +257,12 @@ fn bilinear(image: &[u8], x: f32, y: f32, fill: FillMode) -> f32 {
     if fy == 0.0 {
         return top;
     }
-    let bottom = at(x0, y0 + 1.0) * (1.0 - fx) + if fx > 0.0 { at(x0 + 1.0, y0 + 1.0) * fx } else { 0.0 };
+    let bottom = at(x0, y0 + 1.0) * (1.0 - fx)
+        + if fx > 0.0 {
+            at(x0 + 1.0, y0 + 1.0) * fx
+        } else {
+            0.0
+        };
     top * (1.0 - fy) + bottom * fy
 }
 
@@ -273,7 +291,9 @@ mod tests {
     use crate::IMAGE_PIXELS;
 
     fn gradient() -> Vec<u8> {
-        (0..IMAGE_PIXELS).map(|i| ((i % 48) * 5 + i / 48) as u8).collect()
+        (0..IMAGE_PIXELS)
+            .map(|i| ((i % 48) * 5 + i / 48) as u8)
+            .collect()
     }
 
     fn as_f32(image: &[u8]) -> Vec<f32> {
@@ -292,7 +312,10 @@ mod tests {
     #[test]
     fn flip_twice_is_identity() {
         let image = gradient();
-        let config = AugmentConfig { horizontal_flip: true, ..AugmentConfig::none() };
+        let config = AugmentConfig {
+            horizontal_flip: true,
+            ..AugmentConfig::none()
+        };
         let augmenter = Augmenter::new(config, 1);
         let mut flip = augmenter.draw(0, 0, 48);
         flip.flip = true;
@@ -309,13 +332,25 @@ mod tests {
     #[test]
     fn recipe_output_has_shape_range_and_varies() {
         let image = gradient();
-        let config = AugmentConfig { random_crop_padding: 4, random_erasing: 0.5, ..AugmentConfig::recipe() };
+        let config = AugmentConfig {
+            random_crop_padding: 4,
+            random_erasing: 0.5,
+            ..AugmentConfig::recipe()
+        };
         let augmenter = Augmenter::new(config, 42);
         let a = augmenter.augment(&image, 0, 0, 64);
         assert_eq!(a.len(), 64 * 64);
         assert!(a.iter().all(|v| (0.0..=255.0).contains(v)));
-        assert_eq!(a, augmenter.augment(&image, 0, 0, 64), "same seed, epoch, position");
-        assert_ne!(a, augmenter.augment(&image, 1, 0, 64), "another epoch draws anew");
+        assert_eq!(
+            a,
+            augmenter.augment(&image, 0, 0, 64),
+            "same seed, epoch, position"
+        );
+        assert_ne!(
+            a,
+            augmenter.augment(&image, 1, 0, 64),
+            "another epoch draws anew"
+        );
         let t = augmenter.draw(0, 7, 48);
         assert!(t.theta_degrees.abs() <= 10.0 && (0.9..=1.1).contains(&t.zoom_x));
         assert!(t.shift_x.abs() <= 4.8 && t.crop_dx.abs() <= 4);

@@ -43,10 +43,13 @@ impl Normalization {
         let (sum, sum_sq, n) = rows
             .par_iter()
             .map(|&i| {
-                store.image(i).iter().fold((0.0f64, 0.0f64, 0u64), |(s, q, n), &p| {
-                    let p = p as f64;
-                    (s + p, q + p * p, n + 1)
-                })
+                store
+                    .image(i)
+                    .iter()
+                    .fold((0.0f64, 0.0f64, 0u64), |(s, q, n), &p| {
+                        let p = p as f64;
+                        (s + p, q + p * p, n + 1)
+                    })
             })
             .reduce(|| (0.0, 0.0, 0), |a, b| (a.0 + b.0, a.1 + b.1, a.2 + b.2));
         let n = n.max(1) as f64;
@@ -108,7 +111,13 @@ impl BatchConfig {
 
     /// One batch, augmented (with the transforms of `epoch` at positions `first_position..`)
     /// and normalised, on the host.
-    pub fn host_batch(&self, store: &FaceStore, rows: &[usize], epoch: usize, first_position: usize) -> HostBatch {
+    pub fn host_batch(
+        &self,
+        store: &FaceStore,
+        rows: &[usize],
+        epoch: usize,
+        first_position: usize,
+    ) -> HostBatch {
         let side = self.input_side;
         let augmenter = Augmenter::new(self.augment.clone(), self.seed);
         let mut images = vec![0.0f32; rows.len() * side * side];
@@ -119,16 +128,19 @@ impl BatchConfig {
             .for_each(|(k, (out, &row))| {
                 let transform = augmenter.draw(epoch, first_position + k, side);
                 augmenter.apply(store.image(row), &transform, side, out);
-                out.iter_mut().for_each(|v| *v = self.normalization.apply(*v));
+                out.iter_mut()
+                    .for_each(|v| *v = self.normalization.apply(*v));
             });
         let k = store.classes().len();
         HostBatch {
             images,
             side,
             targets: rows.iter().map(|&i| store.label(i) as i64).collect(),
-            soft_targets: store
-                .has_soft_labels()
-                .then(|| rows.iter().flat_map(|&i| store.soft_label(i).unwrap_or_default().iter().copied()).collect()),
+            soft_targets: store.has_soft_labels().then(|| {
+                rows.iter()
+                    .flat_map(|&i| store.soft_label(i).unwrap_or_default().iter().copied())
+                    .collect()
+            }),
             classes: k,
             rows: rows.to_vec(),
         }
@@ -143,7 +155,9 @@ pub struct EpochPlan {
 
 impl EpochPlan {
     pub fn new(store: &FaceStore, rows: &[usize], config: &BatchConfig, epoch: usize) -> Self {
-        let mut rng = ChaCha8Rng::seed_from_u64(config.seed ^ (epoch as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
+        let mut rng = ChaCha8Rng::seed_from_u64(
+            config.seed ^ (epoch as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15),
+        );
         let order: Vec<usize> = match config.sampling {
             Sampling::Sequential => rows.to_vec(),
             Sampling::Shuffle => {
@@ -165,7 +179,10 @@ impl EpochPlan {
                     .collect()
             }
         };
-        let batches = order.chunks(config.batch_size.max(1)).map(<[usize]>::to_vec).collect();
+        let batches = order
+            .chunks(config.batch_size.max(1))
+            .map(<[usize]>::to_vec)
+            .collect();
         Self { batches }
     }
 
@@ -210,7 +227,10 @@ impl HostBatch {
 
     pub fn to_device(self, device: &Device) -> FaceBatch {
         let n = self.len();
-        let images = Tensor::from_data(TensorData::new(self.images, [n, 1, self.side, self.side]), device);
+        let images = Tensor::from_data(
+            TensorData::new(self.images, [n, 1, self.side, self.side]),
+            device,
+        );
         let targets = Tensor::from_data(TensorData::new(self.targets, [n]), device);
         let soft_targets = self
             .soft_targets
@@ -233,7 +253,9 @@ mod tests {
         let n = 10;
         FaceStore::new(
             ClassSet::new(["a", "b"]),
-            (0..n).flat_map(|i| std::iter::repeat_n(i as u8 * 20, IMAGE_PIXELS)).collect(),
+            (0..n)
+                .flat_map(|i| std::iter::repeat_n(i as u8 * 20, IMAGE_PIXELS))
+                .collect(),
             (0..n).map(|i| (i < 2) as u8).collect(),
             vec![Split::Training; n],
             (0..n as u32).collect(),
@@ -244,9 +266,15 @@ mod tests {
     fn epochs_shuffle_reproducibly_and_cover_every_row() {
         let s = store();
         let rows: Vec<usize> = (0..10).collect();
-        let config = BatchConfig { seed: 5, ..BatchConfig::new(4) };
+        let config = BatchConfig {
+            seed: 5,
+            ..BatchConfig::new(4)
+        };
         let a = EpochPlan::new(&s, &rows, &config, 0);
-        assert_eq!(a.batches.iter().map(Vec::len).collect::<Vec<_>>(), [4, 4, 2]);
+        assert_eq!(
+            a.batches.iter().map(Vec::len).collect::<Vec<_>>(),
+            [4, 4, 2]
+        );
         assert_eq!(a, EpochPlan::new(&s, &rows, &config, 0));
         assert_ne!(a, EpochPlan::new(&s, &rows, &config, 1));
         let mut seen: Vec<usize> = a.batches.concat();
@@ -258,17 +286,30 @@ mod tests {
     fn class_balanced_sampling_evens_out_classes() {
         let s = store();
         let rows: Vec<usize> = (0..10).collect();
-        let config = BatchConfig { sampling: Sampling::ClassBalanced, ..BatchConfig::new(1000) };
-        let many: Vec<usize> = (0..200).flat_map(|e| EpochPlan::new(&s, &rows, &config, e).batches.concat()).collect();
+        let config = BatchConfig {
+            sampling: Sampling::ClassBalanced,
+            ..BatchConfig::new(1000)
+        };
+        let many: Vec<usize> = (0..200)
+            .flat_map(|e| EpochPlan::new(&s, &rows, &config, e).batches.concat())
+            .collect();
         let minority = many.iter().filter(|&&i| s.label(i) == 1).count() as f32 / many.len() as f32;
-        assert!((0.45..0.55).contains(&minority), "class b share {minority}, 0.2 without balancing");
+        assert!(
+            (0.45..0.55).contains(&minority),
+            "class b share {minority}, 0.2 without balancing"
+        );
     }
 
     #[test]
     fn batch_tensors_have_nchw_shape_and_normalised_values() {
         let s = store();
-        let config = BatchConfig { input_side: 64, ..BatchConfig::new(4) };
-        let batch = config.host_batch(&s, &[0, 9, 1], 0, 0).to_device(&Device::flex());
+        let config = BatchConfig {
+            input_side: 64,
+            ..BatchConfig::new(4)
+        };
+        let batch = config
+            .host_batch(&s, &[0, 9, 1], 0, 0)
+            .to_device(&Device::flex());
         assert_eq!(batch.images.dims(), [3, 1, 64, 64]);
         let values: Vec<f32> = batch.images.into_data().iter::<f32>().collect();
         assert_eq!(values[0], -1.0);

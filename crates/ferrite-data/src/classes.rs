@@ -151,7 +151,10 @@ impl ClassMap {
         if kept.len() < 2 {
             return Err(DataError::ClassSpec {
                 spec: exclude.join(","),
-                problem: format!("{} class(es) would remain; a classifier needs at least 2", kept.len()),
+                problem: format!(
+                    "{} class(es) would remain; a classifier needs at least 2",
+                    kept.len()
+                ),
             });
         }
         let target = ClassSet::new(kept.iter().map(|&c| source.name(c).to_string()));
@@ -194,7 +197,12 @@ impl ClassMap {
     }
 
     pub fn is_identity(&self) -> bool {
-        self.source == self.target && self.map.iter().enumerate().all(|(i, m)| *m == Some(i as u8))
+        self.source == self.target
+            && self
+                .map
+                .iter()
+                .enumerate()
+                .all(|(i, m)| *m == Some(i as u8))
     }
 }
 
@@ -209,7 +217,10 @@ mod tests {
     #[test]
     fn exclude_drops_and_renumbers() {
         let map = ClassMap::new(&ClassSet::fer2013(), &names("angry, Disgust"), &[]).unwrap();
-        assert_eq!(map.target().names(), ["fear", "happy", "sad", "surprise", "neutral"]);
+        assert_eq!(
+            map.target().names(),
+            ["fear", "happy", "sad", "surprise", "neutral"]
+        );
         assert_eq!(map.apply(0), None);
         assert_eq!(map.apply(1), None);
         assert_eq!(map.apply(2), Some(0));
@@ -219,8 +230,12 @@ mod tests {
 
     #[test]
     fn merge_folds_into_target_and_follows_chains() {
-        let map = ClassMap::new(&ClassSet::fer2013(), &[], &names("disgust=angry,angry=sad")).unwrap();
-        assert_eq!(map.target().names(), ["fear", "happy", "sad", "surprise", "neutral"]);
+        let map =
+            ClassMap::new(&ClassSet::fer2013(), &[], &names("disgust=angry,angry=sad")).unwrap();
+        assert_eq!(
+            map.target().names(),
+            ["fear", "happy", "sad", "surprise", "neutral"]
+        );
         assert_eq!(map.apply(0), Some(2));
         assert_eq!(map.apply(1), Some(2));
         assert_eq!(map.apply(4), Some(2));
@@ -239,7 +254,10 @@ mod tests {
     fn bad_specs_are_errors() {
         let set = ClassSet::fer2013();
         let err = ClassMap::new(&set, &names("angri"), &[]).unwrap_err();
-        assert!(err.to_string().contains("unknown emotion \"angri\""), "{err}");
+        assert!(
+            err.to_string().contains("unknown emotion \"angri\""),
+            "{err}"
+        );
         assert!(ClassMap::new(&set, &[], &names("angry")).is_err());
         assert!(ClassMap::new(&set, &[], &names("angry=angry")).is_err());
         assert!(ClassMap::new(&set, &[], &names("angry=sad,sad=angry")).is_err());

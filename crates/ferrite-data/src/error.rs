@@ -33,7 +33,9 @@ pub enum DataError {
     Image { path: PathBuf, message: String },
     #[error("{path}: {message}", path = .path.display())]
     Layout { path: PathBuf, message: String },
-    #[error("FER+ has {ferplus} rows but the FER2013 data has {fer2013}; FER+ joins by row position, so both must cover the same rows")]
+    #[error(
+        "FER+ has {ferplus} rows but the FER2013 data has {fer2013}; FER+ joins by row position, so both must cover the same rows"
+    )]
     FerPlusLength { ferplus: usize, fer2013: usize },
     #[error("unknown emotion {name:?}; known: {known}")]
     UnknownClass { name: String, known: String },
@@ -65,12 +67,29 @@ impl fmt::Display for RowError {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RowProblem {
-    ColumnCount { found: usize, expected: usize },
-    NotInteger { token: String, position: Option<usize> },
-    PixelOutOfRange { value: u64, position: usize },
-    PixelCount { found: usize, expected: usize },
-    LabelOutOfRange { value: u64, classes: usize },
-    UnknownUsage { token: String },
+    ColumnCount {
+        found: usize,
+        expected: usize,
+    },
+    NotInteger {
+        token: String,
+        position: Option<usize>,
+    },
+    PixelOutOfRange {
+        value: u64,
+        position: usize,
+    },
+    PixelCount {
+        found: usize,
+        expected: usize,
+    },
+    LabelOutOfRange {
+        value: u64,
+        classes: usize,
+    },
+    UnknownUsage {
+        token: String,
+    },
 }
 
 impl RowProblem {
@@ -93,10 +112,16 @@ impl fmt::Display for RowProblem {
             Self::ColumnCount { found, expected } => {
                 write!(f, "found {found} columns, expected {expected}")
             }
-            Self::NotInteger { token, position: Some(p) } => {
+            Self::NotInteger {
+                token,
+                position: Some(p),
+            } => {
                 write!(f, "pixel {p}: {token:?} is not an integer")
             }
-            Self::NotInteger { token, position: None } => {
+            Self::NotInteger {
+                token,
+                position: None,
+            } => {
                 write!(f, "{token:?} is not an integer")
             }
             Self::PixelOutOfRange { value, position } => {

@@ -87,7 +87,10 @@ struct Columns {
 impl Columns {
     fn from_header(header: &[u8], path: &Path) -> Result<Self, DataError> {
         let text = String::from_utf8_lossy(header).into_owned();
-        let names: Vec<String> = text.split(',').map(|f| clean(f).to_ascii_lowercase()).collect();
+        let names: Vec<String> = text
+            .split(',')
+            .map(|f| clean(f).to_ascii_lowercase())
+            .collect();
         let find = |name: &str| names.iter().position(|n| n == name);
         let problem = |problem: &str| DataError::Header {
             path: path.to_path_buf(),
@@ -240,7 +243,11 @@ impl Chunk {
     }
 }
 
-fn parse_row(line: &Line, columns: &Columns, image: &mut [u8; IMAGE_PIXELS]) -> Result<(u8, Split), RowError> {
+fn parse_row(
+    line: &Line,
+    columns: &Columns,
+    image: &mut [u8; IMAGE_PIXELS],
+) -> Result<(u8, Split), RowError> {
     let error = |field, problem| RowError {
         line: line.number,
         field,
@@ -261,7 +268,8 @@ fn parse_row(line: &Line, columns: &Columns, image: &mut [u8; IMAGE_PIXELS]) -> 
         };
         return Err(error("row", problem));
     }
-    let label = parse_label(clean_bytes(fields[columns.emotion])).map_err(|p| error("emotion", p))?;
+    let label =
+        parse_label(clean_bytes(fields[columns.emotion])).map_err(|p| error("emotion", p))?;
     let split = match columns.usage {
         Some(usage) => parse_usage(clean_bytes(fields[usage])).map_err(|p| error("Usage", p))?,
         None => Split::Training,
@@ -340,7 +348,12 @@ fn parse_pixels(field: &[u8], image: &mut [u8; IMAGE_PIXELS]) -> Result<(), RowP
 }
 
 #[inline]
-fn store_pixel(image: &mut [u8; IMAGE_PIXELS], index: usize, value: u32, field: &[u8]) -> Result<(), RowProblem> {
+fn store_pixel(
+    image: &mut [u8; IMAGE_PIXELS],
+    index: usize,
+    value: u32,
+    field: &[u8],
+) -> Result<(), RowProblem> {
     if value > 255 {
         return Err(pixel_token_problem(field));
     }

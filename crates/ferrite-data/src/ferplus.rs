@@ -14,7 +14,15 @@ pub const FERPLUS_CLASSES: [&str; 8] = [
     "neutral", "happy", "surprise", "sad", "angry", "disgust", "fear", "contempt",
 ];
 const VOTE_COLUMNS: [&str; 10] = [
-    "neutral", "happiness", "surprise", "sadness", "anger", "disgust", "fear", "contempt", "unknown",
+    "neutral",
+    "happiness",
+    "surprise",
+    "sadness",
+    "anger",
+    "disgust",
+    "fear",
+    "contempt",
+    "unknown",
     "nf",
 ];
 
@@ -32,18 +40,27 @@ impl FerPlusVotes {
 
     pub fn parse(bytes: &[u8], path: &Path) -> Result<Self, DataError> {
         let text = String::from_utf8_lossy(bytes);
-        let mut lines = text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty());
+        let mut lines = text
+            .lines()
+            .enumerate()
+            .filter(|(_, l)| !l.trim().is_empty());
         let (_, header) = lines.next().ok_or_else(|| DataError::Empty {
             path: path.to_path_buf(),
         })?;
-        let names: Vec<String> = header.split(',').map(|f| f.trim().to_ascii_lowercase()).collect();
+        let names: Vec<String> = header
+            .split(',')
+            .map(|f| f.trim().to_ascii_lowercase())
+            .collect();
         let mut columns = [0usize; 10];
         for (slot, wanted) in columns.iter_mut().zip(VOTE_COLUMNS) {
-            *slot = names.iter().position(|n| n == wanted).ok_or_else(|| DataError::Header {
-                path: path.to_path_buf(),
-                found: header.to_string(),
-                problem: format!("no `{wanted}` column (is this FER+'s fer2013new.csv?)"),
-            })?;
+            *slot = names
+                .iter()
+                .position(|n| n == wanted)
+                .ok_or_else(|| DataError::Header {
+                    path: path.to_path_buf(),
+                    found: header.to_string(),
+                    problem: format!("no `{wanted}` column (is this FER+'s fer2013new.csv?)"),
+                })?;
         }
         let mut votes = Vec::new();
         for (index, line) in lines {
@@ -122,7 +139,10 @@ impl FerPlusVotes {
     /// as soft labels, rows without an emotion majority dropped. Returns the store and how many
     /// rows were dropped.
     pub fn relabel(&self, store: &FaceStore) -> Result<(FaceStore, usize), DataError> {
-        let rows_needed = (0..store.len()).map(|i| store.source_row(i) as usize + 1).max().unwrap_or(0);
+        let rows_needed = (0..store.len())
+            .map(|i| store.source_row(i) as usize + 1)
+            .max()
+            .unwrap_or(0);
         if rows_needed > self.len() {
             return Err(DataError::FerPlusLength {
                 ferplus: self.len(),
@@ -141,13 +161,17 @@ impl FerPlusVotes {
             labels.extend(self.majority(row));
             soft.extend_from_slice(&self.distribution(row));
         }
-        let pixels = (0..selected.len()).flat_map(|i| selected.image(i).iter().copied()).collect();
+        let pixels = (0..selected.len())
+            .flat_map(|i| selected.image(i).iter().copied())
+            .collect();
         let relabelled = FaceStore::new(
             ClassSet::new(FERPLUS_CLASSES),
             pixels,
             labels,
             (0..selected.len()).map(|i| selected.split(i)).collect(),
-            (0..selected.len()).map(|i| selected.source_row(i)).collect(),
+            (0..selected.len())
+                .map(|i| selected.source_row(i))
+                .collect(),
         )
         .with_soft_labels(soft);
         Ok((relabelled, dropped))
@@ -203,14 +227,29 @@ mod tests {
     fn bad_votes_name_line_and_field() {
         let bad = CSV.replace("6,0,1,1", "6,x,1,1");
         let err = FerPlusVotes::parse(bad.as_bytes(), Path::new("f.csv")).unwrap_err();
-        assert_eq!(err.to_string(), "f.csv:3: field `happiness`: \"x\" is not an integer");
+        assert_eq!(
+            err.to_string(),
+            "f.csv:3: field `happiness`: \"x\" is not an integer"
+        );
         let short = FerPlusVotes::parse(b"Usage,neutral\n", Path::new("f.csv")).unwrap_err();
-        assert!(short.to_string().contains("no `happiness` column"), "{short}");
+        assert!(
+            short.to_string().contains("no `happiness` column"),
+            "{short}"
+        );
     }
 
     #[test]
     fn store_longer_than_votes_is_an_error() {
-        let store = FaceStore::new(ClassSet::fer2013(), vec![0; IMAGE_PIXELS], vec![0], vec![Split::Training], vec![9]);
-        assert!(matches!(votes().relabel(&store), Err(DataError::FerPlusLength { .. })));
+        let store = FaceStore::new(
+            ClassSet::fer2013(),
+            vec![0; IMAGE_PIXELS],
+            vec![0],
+            vec![Split::Training],
+            vec![9],
+        );
+        assert!(matches!(
+            votes().relabel(&store),
+            Err(DataError::FerPlusLength { .. })
+        ));
     }
 }

@@ -28,8 +28,10 @@ pub fn load(root: &Path, options: LoadOptions) -> Result<FolderLoaded, DataError
             message: "no .png/.jpg images under <split>/<class>/ folders".into(),
         });
     }
-    let decoded: Vec<Result<Vec<u8>, DataError>> =
-        files.par_iter().map(|(path, _, _)| read_face(path)).collect();
+    let decoded: Vec<Result<Vec<u8>, DataError>> = files
+        .par_iter()
+        .map(|(path, _, _)| read_face(path))
+        .collect();
 
     let mut pixels = Vec::with_capacity(files.len() * IMAGE_PIXELS);
     let (mut labels, mut splits, mut rows, mut skipped) = (vec![], vec![], vec![], vec![]);
@@ -61,7 +63,12 @@ pub fn read_face(path: &Path) -> Result<Vec<u8>, DataError> {
     let grey = if grey.dimensions() == (IMAGE_SIDE as u32, IMAGE_SIDE as u32) {
         grey
     } else {
-        image::imageops::resize(&grey, IMAGE_SIDE as u32, IMAGE_SIDE as u32, FilterType::Triangle)
+        image::imageops::resize(
+            &grey,
+            IMAGE_SIDE as u32,
+            IMAGE_SIDE as u32,
+            FilterType::Triangle,
+        )
     };
     Ok(grey.into_raw())
 }
@@ -69,7 +76,8 @@ pub fn read_face(path: &Path) -> Result<Vec<u8>, DataError> {
 /// Every image file with its split and label, sorted by path so row order is reproducible.
 fn list_files(root: &Path, classes: &ClassSet) -> Result<Vec<(PathBuf, Split, u8)>, DataError> {
     let top = sorted_dirs(root)?;
-    let all_classes = !top.is_empty() && top.iter().all(|d| classes.index_of(&file_name(d)).is_ok());
+    let all_classes =
+        !top.is_empty() && top.iter().all(|d| classes.index_of(&file_name(d)).is_ok());
     let split_dirs: Vec<(Split, PathBuf)> = if all_classes {
         vec![(Split::Training, root.to_path_buf())]
     } else {
@@ -77,7 +85,8 @@ fn list_files(root: &Path, classes: &ClassSet) -> Result<Vec<(PathBuf, Split, u8
             .map(|dir| {
                 let split = file_name(&dir).parse().map_err(|_| DataError::Layout {
                     path: dir.clone(),
-                    message: "expected a split folder (train, val, test) holding class folders".into(),
+                    message: "expected a split folder (train, val, test) holding class folders"
+                        .into(),
                 })?;
                 Ok((split, dir))
             })
@@ -86,12 +95,18 @@ fn list_files(root: &Path, classes: &ClassSet) -> Result<Vec<(PathBuf, Split, u8
     let mut files = Vec::new();
     for (split, split_dir) in split_dirs {
         for class_dir in sorted_dirs(&split_dir)? {
-            let label = classes.index_of(&file_name(&class_dir)).map_err(|e| DataError::Layout {
-                path: class_dir.clone(),
-                message: e.to_string(),
-            })? as u8;
+            let label = classes
+                .index_of(&file_name(&class_dir))
+                .map_err(|e| DataError::Layout {
+                    path: class_dir.clone(),
+                    message: e.to_string(),
+                })? as u8;
             for file in sorted_entries(&class_dir)? {
-                let extension = file.extension().and_then(|e| e.to_str()).unwrap_or("").to_ascii_lowercase();
+                let extension = file
+                    .extension()
+                    .and_then(|e| e.to_str())
+                    .unwrap_or("")
+                    .to_ascii_lowercase();
                 if file.is_file() && IMAGE_EXTENSIONS.contains(&extension.as_str()) {
                     files.push((file, split, label));
                 }
@@ -102,7 +117,9 @@ fn list_files(root: &Path, classes: &ClassSet) -> Result<Vec<(PathBuf, Split, u8
 }
 
 fn file_name(path: &Path) -> String {
-    path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()
+    path.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default()
 }
 
 fn sorted_entries(dir: &Path) -> Result<Vec<PathBuf>, DataError> {
@@ -120,7 +137,10 @@ fn sorted_entries(dir: &Path) -> Result<Vec<PathBuf>, DataError> {
 }
 
 fn sorted_dirs(dir: &Path) -> Result<Vec<PathBuf>, DataError> {
-    Ok(sorted_entries(dir)?.into_iter().filter(|p| p.is_dir()).collect())
+    Ok(sorted_entries(dir)?
+        .into_iter()
+        .filter(|p| p.is_dir())
+        .collect())
 }
 
 #[cfg(test)]
@@ -129,7 +149,9 @@ mod tests {
 
     fn write_png(path: &Path, side: u32, value: u8) {
         std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-        image::GrayImage::from_pixel(side, side, image::Luma([value])).save(path).unwrap();
+        image::GrayImage::from_pixel(side, side, image::Luma([value]))
+            .save(path)
+            .unwrap();
     }
 
     #[test]
@@ -157,7 +179,13 @@ mod tests {
         std::fs::write(&bad, b"this is not a png").unwrap();
         let err = load(dir.path(), LoadOptions::default()).unwrap_err();
         assert!(err.to_string().contains("bad.png"), "{err}");
-        let loaded = load(dir.path(), LoadOptions { skip_bad_rows: true }).unwrap();
+        let loaded = load(
+            dir.path(),
+            LoadOptions {
+                skip_bad_rows: true,
+            },
+        )
+        .unwrap();
         assert_eq!(loaded.store.len(), 1);
         assert_eq!(loaded.skipped.len(), 1);
     }
@@ -166,7 +194,10 @@ mod tests {
     fn unknown_folders_are_layout_errors() {
         let dir = tempfile::tempdir().unwrap();
         write_png(&dir.path().join("holdout/happy/a.png"), 48, 1);
-        assert!(matches!(load(dir.path(), LoadOptions::default()), Err(DataError::Layout { .. })));
+        assert!(matches!(
+            load(dir.path(), LoadOptions::default()),
+            Err(DataError::Layout { .. })
+        ));
         let dir = tempfile::tempdir().unwrap();
         write_png(&dir.path().join("train/smiling/a.png"), 48, 1);
         let err = load(dir.path(), LoadOptions::default()).unwrap_err();

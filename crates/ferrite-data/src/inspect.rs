@@ -68,13 +68,19 @@ fn duplicates(store: &FaceStore) -> Duplicates {
     let hasher = BuildHasherDefault::<DefaultHasher>::default();
     let mut buckets: HashMap<u64, Vec<usize>> = HashMap::new();
     for i in 0..store.len() {
-        buckets.entry(hasher.hash_one(store.image(i))).or_default().push(i);
+        buckets
+            .entry(hasher.hash_one(store.image(i)))
+            .or_default()
+            .push(i);
     }
     let mut groups: Vec<Vec<usize>> = Vec::new();
     for bucket in buckets.into_values().filter(|b| b.len() > 1) {
         let mut exact: Vec<Vec<usize>> = Vec::new();
         for i in bucket {
-            match exact.iter_mut().find(|g| store.image(g[0]) == store.image(i)) {
+            match exact
+                .iter_mut()
+                .find(|g| store.image(g[0]) == store.image(i))
+            {
                 Some(group) => group.push(i),
                 None => exact.push(vec![i]),
             }
@@ -122,8 +128,20 @@ mod tests {
             }
             pixels.extend(image);
         }
-        let splits = vec![Split::Training, Split::Training, Split::PublicTest, Split::Training, Split::Training];
-        let store = FaceStore::new(ClassSet::fer2013(), pixels, vec![0, 1, 1, 2, 3], splits, (0..5).collect());
+        let splits = vec![
+            Split::Training,
+            Split::Training,
+            Split::PublicTest,
+            Split::Training,
+            Split::Training,
+        ];
+        let store = FaceStore::new(
+            ClassSet::fer2013(),
+            pixels,
+            vec![0, 1, 1, 2, 3],
+            splits,
+            (0..5).collect(),
+        );
         let report = inspect(&store);
         assert_eq!(report.counts.len(), 2);
         assert_eq!(report.counts[0].1, [1, 1, 1, 1, 0, 0, 0]);
@@ -133,7 +151,10 @@ mod tests {
         assert_eq!(report.duplicates.conflicting_groups, 1);
         assert_eq!(
             report.duplicates.cross_split,
-            [(Split::Training, Split::PublicTest, 2), (Split::PublicTest, Split::Training, 1)]
+            [
+                (Split::Training, Split::PublicTest, 2),
+                (Split::PublicTest, Split::Training, 1)
+            ]
         );
     }
 }

@@ -55,7 +55,9 @@ impl FromStr for Split {
             "training" | "train" => Ok(Split::Training),
             "publictest" | "public" | "val" | "valid" | "validation" => Ok(Split::PublicTest),
             "privatetest" | "private" | "test" => Ok(Split::PrivateTest),
-            _ => Err(DataError::UnknownSplit { name: s.to_string() }),
+            _ => Err(DataError::UnknownSplit {
+                name: s.to_string(),
+            }),
         }
     }
 }
@@ -90,7 +92,10 @@ impl SplitPlan {
                 seed,
             } => stratified(store, *validation_fraction, *seed),
         };
-        for (what, rows) in [("training", &split.train), ("validation", &split.validation)] {
+        for (what, rows) in [
+            ("training", &split.train),
+            ("validation", &split.validation),
+        ] {
             if rows.is_empty() {
                 return Err(DataError::EmptySelection {
                     what,
@@ -155,7 +160,12 @@ mod tests {
     #[test]
     fn official_plan_never_touches_private_test() {
         let s = store(
-            &[Split::Training, Split::PublicTest, Split::PrivateTest, Split::Training],
+            &[
+                Split::Training,
+                Split::PublicTest,
+                Split::PrivateTest,
+                Split::Training,
+            ],
             &[0, 1, 0, 1],
         );
         let tv = SplitPlan::Official.resolve(&s).unwrap();
@@ -167,11 +177,20 @@ mod tests {
     #[test]
     fn random_plan_is_stratified_reproducible_and_excludes_private() {
         let splits: Vec<Split> = (0..200)
-            .map(|i| if i % 10 == 0 { Split::PrivateTest } else { Split::Training })
+            .map(|i| {
+                if i % 10 == 0 {
+                    Split::PrivateTest
+                } else {
+                    Split::Training
+                }
+            })
             .collect();
         let labels: Vec<u8> = (0..200).map(|i| (i % 4 == 0) as u8).collect();
         let s = store(&splits, &labels);
-        let plan = SplitPlan::Random { validation_fraction: 0.2, seed: 7 };
+        let plan = SplitPlan::Random {
+            validation_fraction: 0.2,
+            seed: 7,
+        };
         let a = plan.resolve(&s).unwrap();
         assert_eq!(a, plan.resolve(&s).unwrap());
         assert_eq!(a.train.len() + a.validation.len(), 180);

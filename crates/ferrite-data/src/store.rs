@@ -26,7 +26,10 @@ impl FaceStore {
         assert_eq!(pixels.len(), n * IMAGE_PIXELS, "pixels per image");
         assert_eq!(splits.len(), n, "one split per image");
         assert_eq!(source_rows.len(), n, "one source row per image");
-        assert!(labels.iter().all(|&l| (l as usize) < classes.len()), "labels in range");
+        assert!(
+            labels.iter().all(|&l| (l as usize) < classes.len()),
+            "labels in range"
+        );
         Self {
             classes,
             pixels,
@@ -39,7 +42,11 @@ impl FaceStore {
 
     /// Attaches per-image class probabilities (`len() × classes().len()` values).
     pub fn with_soft_labels(mut self, soft: Vec<f32>) -> Self {
-        assert_eq!(soft.len(), self.len() * self.classes.len(), "soft labels per image");
+        assert_eq!(
+            soft.len(),
+            self.len() * self.classes.len(),
+            "soft labels per image"
+        );
         self.soft_labels = Some(soft);
         self
     }
@@ -88,7 +95,9 @@ impl FaceStore {
     }
 
     pub fn indices_of(&self, split: Split) -> Vec<usize> {
-        (0..self.len()).filter(|&i| self.splits[i] == split).collect()
+        (0..self.len())
+            .filter(|&i| self.splits[i] == split)
+            .collect()
     }
 
     /// Images per class within one split.
@@ -116,7 +125,9 @@ impl FaceStore {
             splits: rows.iter().map(|&i| self.splits[i]).collect(),
             source_rows: rows.iter().map(|&i| self.source_rows[i]).collect(),
             soft_labels: self.soft_labels.as_ref().map(|soft| {
-                rows.iter().flat_map(|&i| soft[i * k..(i + 1) * k].iter().copied()).collect()
+                rows.iter()
+                    .flat_map(|&i| soft[i * k..(i + 1) * k].iter().copied())
+                    .collect()
             }),
         }
     }
@@ -124,7 +135,11 @@ impl FaceStore {
     /// Applies `--exclude` / `--merge`: drops rows of excluded classes and renumbers labels.
     /// Soft labels are summed into merged classes, excluded mass dropped, then renormalised.
     pub fn remap(&self, map: &ClassMap) -> FaceStore {
-        assert_eq!(map.source(), &self.classes, "class map built for another class set");
+        assert_eq!(
+            map.source(),
+            &self.classes,
+            "class map built for another class set"
+        );
         let kept: Vec<usize> = (0..self.len())
             .filter(|&i| map.apply(self.labels[i]).is_some())
             .collect();
@@ -163,7 +178,9 @@ mod tests {
         let classes = ClassSet::new(["a", "b", "c", "d"]);
         let store = FaceStore::new(
             classes.clone(),
-            (0..4).flat_map(|i| std::iter::repeat_n(i as u8, IMAGE_PIXELS)).collect(),
+            (0..4)
+                .flat_map(|i| std::iter::repeat_n(i as u8, IMAGE_PIXELS))
+                .collect(),
             vec![0, 1, 2, 3],
             vec![Split::Training; 4],
             vec![10, 11, 12, 13],

@@ -27,7 +27,11 @@ fn csv(rows: &[String]) -> String {
 }
 
 fn strict(text: &str) -> Result<fer2013::Loaded, DataError> {
-    fer2013::parse(text.as_bytes(), Path::new("fer.csv"), LoadOptions::default())
+    fer2013::parse(
+        text.as_bytes(),
+        Path::new("fer.csv"),
+        LoadOptions::default(),
+    )
 }
 
 fn error_of(bad_row: String) -> String {
@@ -37,7 +41,11 @@ fn error_of(bad_row: String) -> String {
 
 #[test]
 fn good_rows_load_with_labels_splits_and_pixels() {
-    let text = csv(&[row("3", 1, "Training"), row("6", 255, "PublicTest"), row("0", 0, "PrivateTest")]);
+    let text = csv(&[
+        row("3", 1, "Training"),
+        row("6", 255, "PublicTest"),
+        row("0", 0, "PrivateTest"),
+    ]);
     let loaded = strict(&text).unwrap();
     let store = &loaded.store;
     assert_eq!(store.len(), 3);
@@ -52,15 +60,24 @@ fn good_rows_load_with_labels_splits_and_pixels() {
 fn crlf_quotes_reordered_columns_and_missing_usage_are_accepted() {
     let text = format!("emotion, Usage, pixels\r\n3,Training,\"{}\"\r\n", pixels(4));
     let store = strict(&text).unwrap().store;
-    assert_eq!((store.label(0), store.split(0), store.image(0)[2303]), (3, Split::Training, 4));
+    assert_eq!(
+        (store.label(0), store.split(0), store.image(0)[2303]),
+        (3, Split::Training, 4)
+    );
     let text = format!("emotion,pixels\n2,{}\n", pixels(5));
     assert_eq!(strict(&text).unwrap().store.split(0), Split::Training);
 }
 
 #[test]
 fn wrong_column_count() {
-    assert_eq!(error_of(format!("3,{},Training,extra", pixels(1))), "fer.csv:3: field `row`: found 4 columns, expected 3");
-    assert_eq!(error_of("3".into()), "fer.csv:3: field `row`: found 1 columns, expected 3");
+    assert_eq!(
+        error_of(format!("3,{},Training,extra", pixels(1))),
+        "fer.csv:3: field `row`: found 4 columns, expected 3"
+    );
+    assert_eq!(
+        error_of("3".into()),
+        "fer.csv:3: field `row`: found 1 columns, expected 3"
+    );
 }
 
 #[test]
@@ -68,9 +85,15 @@ fn non_integer_pixel() {
     let mut tokens = vec!["7".to_string(); 2304];
     tokens[100] = "7.5".into();
     let err = error_of(format!("3,{},Training", tokens.join(" ")));
-    assert_eq!(err, "fer.csv:3: field `pixels`: pixel 100: \"7.5\" is not an integer");
+    assert_eq!(
+        err,
+        "fer.csv:3: field `pixels`: pixel 100: \"7.5\" is not an integer"
+    );
     tokens[100] = "-3".into();
-    assert!(error_of(format!("3,{},Training", tokens.join(" "))).contains("pixel 100: \"-3\" is not an integer"));
+    assert!(
+        error_of(format!("3,{},Training", tokens.join(" ")))
+            .contains("pixel 100: \"-3\" is not an integer")
+    );
 }
 
 #[test]
@@ -78,7 +101,10 @@ fn out_of_range_pixel() {
     let mut tokens = vec!["7".to_string(); 2304];
     tokens[2303] = "256".into();
     let err = error_of(format!("3,{},Training", tokens.join(" ")));
-    assert_eq!(err, "fer.csv:3: field `pixels`: pixel 2303: 256 is outside 0-255");
+    assert_eq!(
+        err,
+        "fer.csv:3: field `pixels`: pixel 2303: 256 is outside 0-255"
+    );
     tokens[0] = "99999999999999999999999".into();
     assert!(error_of(format!("3,{},Training", tokens.join(" "))).contains("pixel 0:"));
 }
@@ -87,7 +113,10 @@ fn out_of_range_pixel() {
 fn wrong_pixel_count() {
     let short = vec!["7"; 2303].join(" ");
     let err = error_of(format!("3,{short},Training"));
-    assert_eq!(err, "fer.csv:3: field `pixels`: found 2303 pixels, expected 2304 (48x48)");
+    assert_eq!(
+        err,
+        "fer.csv:3: field `pixels`: found 2303 pixels, expected 2304 (48x48)"
+    );
     let long = vec!["7"; 2305].join(" ");
     assert!(error_of(format!("3,{long},Training")).contains("found 2305 pixels"));
     assert!(error_of("3,,Training".into()).contains("found 0 pixels"));
@@ -95,8 +124,14 @@ fn wrong_pixel_count() {
 
 #[test]
 fn label_outside_0_to_6() {
-    assert_eq!(error_of(row("7", 1, "Training")), "fer.csv:3: field `emotion`: label 7 is outside 0-6");
-    assert_eq!(error_of(row("happy", 1, "Training")), "fer.csv:3: field `emotion`: \"happy\" is not an integer");
+    assert_eq!(
+        error_of(row("7", 1, "Training")),
+        "fer.csv:3: field `emotion`: label 7 is outside 0-6"
+    );
+    assert_eq!(
+        error_of(row("happy", 1, "Training")),
+        "fer.csv:3: field `emotion`: \"happy\" is not an integer"
+    );
 }
 
 #[test]
@@ -111,14 +146,24 @@ fn unknown_usage() {
 fn empty_file_header_only_and_bad_header() {
     assert!(matches!(strict(""), Err(DataError::Empty { .. })));
     assert!(matches!(strict("\n \n"), Err(DataError::Empty { .. })));
-    assert!(matches!(strict("emotion,pixels,Usage\n"), Err(DataError::NoRows { .. })));
+    assert!(matches!(
+        strict("emotion,pixels,Usage\n"),
+        Err(DataError::NoRows { .. })
+    ));
     let err = strict("label,image\n1,2\n").unwrap_err().to_string();
-    assert!(err.starts_with("fer.csv:1: header") && err.contains("no `emotion` column"), "{err}");
+    assert!(
+        err.starts_with("fer.csv:1: header") && err.contains("no `emotion` column"),
+        "{err}"
+    );
 }
 
 #[test]
 fn blank_lines_keep_line_numbers_true_to_the_file() {
-    let text = format!("{HEADER}\n\n{}\n\n{}\n", row("1", 1, "Training"), row("9", 1, "Training"));
+    let text = format!(
+        "{HEADER}\n\n{}\n\n{}\n",
+        row("1", 1, "Training"),
+        row("9", 1, "Training")
+    );
     let err = strict(&text).unwrap_err().to_string();
     assert!(err.starts_with("fer.csv:5:"), "{err}");
 }
@@ -128,11 +173,13 @@ fn skip_bad_rows_loads_the_rest_and_reports_why() {
     let text = csv(&[
         row("3", 1, "Training"),
         row("7", 1, "Training"),
-        format!("3,{},Training", vec!["1"; 10].join(" ")),
+        format!("3,{},Training", ["1"; 10].join(" ")),
         row("2", 1, "Nope"),
         row("4", 9, "PublicTest"),
     ]);
-    let options = LoadOptions { skip_bad_rows: true };
+    let options = LoadOptions {
+        skip_bad_rows: true,
+    };
     let loaded = fer2013::parse(text.as_bytes(), Path::new("fer.csv"), options).unwrap();
     assert_eq!(loaded.store.len(), 2);
     assert_eq!(loaded.store.labels(), [3, 4]);
@@ -140,8 +187,14 @@ fn skip_bad_rows_loads_the_rest_and_reports_why() {
     assert_eq!(loaded.store.source_row(1), 4);
     let lines: Vec<usize> = loaded.skipped.iter().map(|e| e.line).collect();
     assert_eq!(lines, [3, 4, 5]);
-    assert!(matches!(loaded.skipped[1].problem, RowProblem::PixelCount { found: 10, .. }));
-    assert_eq!(loaded.skipped_summary(), "1 label out of range, 1 wrong pixel count, 1 unknown Usage");
+    assert!(matches!(
+        loaded.skipped[1].problem,
+        RowProblem::PixelCount { found: 10, .. }
+    ));
+    assert_eq!(
+        loaded.skipped_summary(),
+        "1 label out of range, 1 wrong pixel count, 1 unknown Usage"
+    );
 }
 
 fn gzip(text: &str) -> Vec<u8> {
@@ -157,17 +210,34 @@ fn gzip_loads_and_truncated_gzip_is_named() {
     let compressed = gzip(&text);
     let good = dir.path().join("fer2013.csv.gz");
     std::fs::write(&good, &compressed).unwrap();
-    assert_eq!(fer2013::load(&good, LoadOptions::default()).unwrap().store.labels(), [3, 5]);
+    assert_eq!(
+        fer2013::load(&good, LoadOptions::default())
+            .unwrap()
+            .store
+            .labels(),
+        [3, 5]
+    );
 
     let cut = dir.path().join("cut.csv.gz");
     std::fs::write(&cut, &compressed[..compressed.len() / 2]).unwrap();
     let err = fer2013::load(&cut, LoadOptions::default()).unwrap_err();
     assert!(matches!(err, DataError::Gzip { .. }), "{err:?}");
-    assert!(err.to_string().contains("cut.csv.gz: gzip stream is truncated"), "{err}");
+    assert!(
+        err.to_string()
+            .contains("cut.csv.gz: gzip stream is truncated"),
+        "{err}"
+    );
 }
 
 #[test]
 fn missing_file_is_named() {
-    let err = fer2013::load(Path::new("/nonexistent/fer2013.csv"), LoadOptions::default()).unwrap_err();
-    assert!(err.to_string().starts_with("/nonexistent/fer2013.csv:"), "{err}");
+    let err = fer2013::load(
+        Path::new("/nonexistent/fer2013.csv"),
+        LoadOptions::default(),
+    )
+    .unwrap_err();
+    assert!(
+        err.to_string().starts_with("/nonexistent/fer2013.csv:"),
+        "{err}"
+    );
 }

@@ -18,12 +18,24 @@ const INK: Rgb<u8> = Rgb([20, 20, 20]);
 
 /// Which rows a contact sheet shows: for each class, up to `per_class` rows drawn at random
 /// (seeded) from `rows`.
-pub fn sample_per_class(store: &FaceStore, rows: &[usize], per_class: usize, seed: u64) -> Vec<Vec<usize>> {
+pub fn sample_per_class(
+    store: &FaceStore,
+    rows: &[usize],
+    per_class: usize,
+    seed: u64,
+) -> Vec<Vec<usize>> {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     (0..store.classes().len())
         .map(|class| {
-            let of_class: Vec<usize> = rows.iter().copied().filter(|&i| store.label(i) as usize == class).collect();
-            let mut picked: Vec<usize> = of_class.choose_multiple(&mut rng, per_class).copied().collect();
+            let of_class: Vec<usize> = rows
+                .iter()
+                .copied()
+                .filter(|&i| store.label(i) as usize == class)
+                .collect();
+            let mut picked: Vec<usize> = of_class
+                .choose_multiple(&mut rng, per_class)
+                .copied()
+                .collect();
             picked.sort_unstable();
             picked
         })
@@ -37,22 +49,47 @@ pub fn contact_sheet(store: &FaceStore, rows: &[usize], per_class: usize, seed: 
         .iter()
         .enumerate()
         .map(|(class, _)| {
-            let n = rows.iter().filter(|&&i| store.label(i) as usize == class).count();
+            let n = rows
+                .iter()
+                .filter(|&&i| store.label(i) as usize == class)
+                .count();
             format!("{} ({n})", store.classes().display_name(class))
         })
         .collect();
     let faces: Vec<Vec<Vec<f32>>> = picks
         .iter()
-        .map(|row| row.iter().map(|&i| store.image(i).iter().map(|&p| p as f32).collect()).collect())
+        .map(|row| {
+            row.iter()
+                .map(|&i| store.image(i).iter().map(|&p| p as f32).collect())
+                .collect()
+        })
         .collect();
-    grid("FER2013 samples per class", &labels, &faces, per_class, IMAGE_SIDE)
+    grid(
+        "FER2013 samples per class",
+        &labels,
+        &faces,
+        per_class,
+        IMAGE_SIDE,
+    )
 }
 
 /// Each chosen face (first column) followed by `variants` augmented versions at `side`.
-pub fn augmentation_grid(store: &FaceStore, rows: &[usize], augmenter: &Augmenter, variants: usize, side: usize) -> RgbImage {
+pub fn augmentation_grid(
+    store: &FaceStore,
+    rows: &[usize],
+    augmenter: &Augmenter,
+    variants: usize,
+    side: usize,
+) -> RgbImage {
     let labels: Vec<String> = rows
         .iter()
-        .map(|&i| format!("{} #{}", store.classes().display_name(store.label(i) as usize), store.source_row(i)))
+        .map(|&i| {
+            format!(
+                "{} #{}",
+                store.classes().display_name(store.label(i) as usize),
+                store.source_row(i)
+            )
+        })
         .collect();
     let identity = Augmenter::new(ferrite_data::AugmentConfig::none(), 0);
     let faces: Vec<Vec<Vec<f32>>> = rows
@@ -64,11 +101,23 @@ pub fn augmentation_grid(store: &FaceStore, rows: &[usize], augmenter: &Augmente
                 .collect()
         })
         .collect();
-    grid("original, then augmented versions", &labels, &faces, variants + 1, side)
+    grid(
+        "original, then augmented versions",
+        &labels,
+        &faces,
+        variants + 1,
+        side,
+    )
 }
 
 /// Lays out rows of square grey faces (values 0–255, `side`² each) with a label per row.
-fn grid(title: &str, labels: &[String], faces: &[Vec<Vec<f32>>], columns: usize, side: usize) -> RgbImage {
+fn grid(
+    title: &str,
+    labels: &[String],
+    faces: &[Vec<Vec<f32>>],
+    columns: usize,
+    side: usize,
+) -> RgbImage {
     let cell = (side as u32 * SCALE).max(CELL);
     let width = LABEL_WIDTH + columns as u32 * (cell + GAP) + GAP;
     let height = TITLE_HEIGHT + labels.len() as u32 * (cell + GAP) + GAP;
@@ -79,7 +128,9 @@ fn grid(title: &str, labels: &[String], faces: &[Vec<Vec<f32>>], columns: usize,
         crate::text::draw(&mut sheet, label, 6, (top + cell / 2 - 8) as i32, 15.0, INK);
         for (c, face) in row.iter().enumerate() {
             let grey = GrayImage::from_fn(side as u32, side as u32, |x, y| {
-                image::Luma([face[y as usize * side + x as usize].round().clamp(0.0, 255.0) as u8])
+                image::Luma([face[y as usize * side + x as usize]
+                    .round()
+                    .clamp(0.0, 255.0) as u8])
             });
             let big = imageops::resize(&grey, cell, cell, imageops::FilterType::Nearest);
             let rgb = image::DynamicImage::ImageLuma8(big).to_rgb8();
@@ -99,7 +150,9 @@ mod tests {
         let n = 14;
         FaceStore::new(
             ClassSet::fer2013(),
-            (0..n).flat_map(|i| std::iter::repeat_n(i as u8 * 15, IMAGE_PIXELS)).collect(),
+            (0..n)
+                .flat_map(|i| std::iter::repeat_n(i as u8 * 15, IMAGE_PIXELS))
+                .collect(),
             (0..n).map(|i| (i % 7) as u8).collect(),
             vec![Split::Training; n],
             (0..n as u32).collect(),
@@ -115,10 +168,17 @@ mod tests {
         assert_eq!(sheet.height(), TITLE_HEIGHT + 7 * (CELL + GAP) + GAP);
         // Class 1 ("disgust") holds rows 1 and 8: grey levels 15 and 120.
         let top = TITLE_HEIGHT + CELL + GAP;
-        assert_eq!(sheet.get_pixel(LABEL_WIDTH + 5, top + 5), &Rgb([15, 15, 15]));
-        assert_eq!(sheet.get_pixel(LABEL_WIDTH + CELL + GAP + 5, top + 5), &Rgb([120, 120, 120]));
+        assert_eq!(
+            sheet.get_pixel(LABEL_WIDTH + 5, top + 5),
+            &Rgb([15, 15, 15])
+        );
+        assert_eq!(
+            sheet.get_pixel(LABEL_WIDTH + CELL + GAP + 5, top + 5),
+            &Rgb([120, 120, 120])
+        );
         // The labels are drawn: the label column is not all background.
-        let inked = (0..LABEL_WIDTH).any(|x| (top..top + CELL).any(|y| sheet.get_pixel(x, y) != &BACKGROUND));
+        let inked = (0..LABEL_WIDTH)
+            .any(|x| (top..top + CELL).any(|y| sheet.get_pixel(x, y) != &BACKGROUND));
         assert!(inked);
     }
 
@@ -128,6 +188,9 @@ mod tests {
         let augmenter = Augmenter::new(AugmentConfig::recipe(), 3);
         let sheet = augmentation_grid(&s, &[3, 5], &augmenter, 4, 48);
         assert_eq!(sheet.width(), LABEL_WIDTH + 5 * (CELL + GAP) + GAP);
-        assert_eq!(sheet.get_pixel(LABEL_WIDTH + 40, TITLE_HEIGHT + 40), &Rgb([45, 45, 45]));
+        assert_eq!(
+            sheet.get_pixel(LABEL_WIDTH + 40, TITLE_HEIGHT + 40),
+            &Rgb([45, 45, 45])
+        );
     }
 }

@@ -48,17 +48,27 @@ fn run_inspect(args: &InspectArgs) -> anyhow::Result<()> {
     let report = inspect(&store);
     let all_rows: Vec<usize> = (0..store.len()).collect();
     let sheet_path = args.out.join("contact-sheet.png");
-    ferrite_viz::save_png(ferrite_viz::sheet::contact_sheet(&store, &all_rows, args.per_class, args.seed), &sheet_path)?;
+    ferrite_viz::save_png(
+        ferrite_viz::sheet::contact_sheet(&store, &all_rows, args.per_class, args.seed),
+        &sheet_path,
+    )?;
     let mut pictures = vec![sheet_path];
     if args.augment_preview {
         let path = args.out.join("augment-preview.png");
-        let faces: Vec<usize> = ferrite_viz::sheet::sample_per_class(&store, &all_rows, 1, args.seed).concat();
+        let faces: Vec<usize> =
+            ferrite_viz::sheet::sample_per_class(&store, &all_rows, 1, args.seed).concat();
         let augmenter = Augmenter::new(AugmentConfig::recipe(), args.seed);
-        ferrite_viz::save_png(ferrite_viz::sheet::augmentation_grid(&store, &faces, &augmenter, 8, 48), &path)?;
+        ferrite_viz::save_png(
+            ferrite_viz::sheet::augmentation_grid(&store, &faces, &augmenter, 8, 48),
+            &path,
+        )?;
         pictures.push(path);
     }
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&report_json(&store, &report, &pictures))?);
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&report_json(&store, &report, &pictures))?
+        );
     } else {
         print_report(&store, &report);
         for picture in &pictures {
@@ -70,7 +80,9 @@ fn run_inspect(args: &InspectArgs) -> anyhow::Result<()> {
 
 fn print_report(store: &FaceStore, report: &Inspection) {
     let classes = store.classes();
-    let names: Vec<String> = (0..classes.len()).map(|c| classes.display_name(c)).collect();
+    let names: Vec<String> = (0..classes.len())
+        .map(|c| classes.display_name(c))
+        .collect();
     let width = |name: &str| name.len().max(6);
     print!("{:<12}", "split");
     for name in &names {
@@ -85,10 +97,23 @@ fn print_report(store: &FaceStore, report: &Inspection) {
         println!(" {:>7}", counts.iter().sum::<usize>());
     }
     println!();
-    let black = report.constant_images.iter().filter(|c| c.value == 0).count();
-    println!("constant images: {} ({black} all black)", report.constant_images.len());
+    let black = report
+        .constant_images
+        .iter()
+        .filter(|c| c.value == 0)
+        .count();
+    println!(
+        "constant images: {} ({black} all black)",
+        report.constant_images.len()
+    );
     for c in &report.constant_images {
-        println!("  row {:>5}  {:<11} value {:>3}  labelled {}", c.source_row, c.split.as_str(), c.value, classes.display_name(store.label(c.index) as usize));
+        println!(
+            "  row {:>5}  {:<11} value {:>3}  labelled {}",
+            c.source_row,
+            c.split.as_str(),
+            c.value,
+            classes.display_name(store.label(c.index) as usize)
+        );
     }
     let d = &report.duplicates;
     println!(

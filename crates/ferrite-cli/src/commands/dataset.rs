@@ -47,7 +47,9 @@ impl DatasetArgs {
             );
         }
         let started = Instant::now();
-        let options = LoadOptions { skip_bad_rows: self.skip_bad_rows };
+        let options = LoadOptions {
+            skip_bad_rows: self.skip_bad_rows,
+        };
         let mut store = if path.is_dir() {
             let loaded = folder::load(&path, options)?;
             for error in &loaded.skipped {
@@ -57,24 +59,46 @@ impl DatasetArgs {
         } else {
             let loaded = fer2013::load(&path, options)?;
             if !loaded.skipped.is_empty() {
-                eprintln!("skipped {} bad rows: {}", loaded.skipped.len(), loaded.skipped_summary());
+                eprintln!(
+                    "skipped {} bad rows: {}",
+                    loaded.skipped.len(),
+                    loaded.skipped_summary()
+                );
                 for row in loaded.skipped.iter().take(5) {
                     eprintln!("  {}:{row}", path.display());
                 }
             }
             loaded.store
         };
-        eprintln!("loaded {} faces from {} in {:.2} s", store.len(), path.display(), started.elapsed().as_secs_f64());
+        eprintln!(
+            "loaded {} faces from {} in {:.2} s",
+            store.len(),
+            path.display(),
+            started.elapsed().as_secs_f64()
+        );
         if let Some(ferplus) = &self.ferplus {
             let votes = FerPlusVotes::load(ferplus)?;
-            let (relabelled, dropped) = votes.relabel(&store).with_context(|| format!("joining {}", ferplus.display()))?;
-            eprintln!("FER+ labels: {} faces kept, {dropped} without an emotion majority dropped", relabelled.len());
+            let (relabelled, dropped) = votes
+                .relabel(&store)
+                .with_context(|| format!("joining {}", ferplus.display()))?;
+            eprintln!(
+                "FER+ labels: {} faces kept, {dropped} without an emotion majority dropped",
+                relabelled.len()
+            );
             store = relabelled;
         }
-        let map = ClassMap::new(store.classes(), &ClassMap::parse_list(&self.exclude), &ClassMap::parse_list(&self.merge))?;
+        let map = ClassMap::new(
+            store.classes(),
+            &ClassMap::parse_list(&self.exclude),
+            &ClassMap::parse_list(&self.merge),
+        )?;
         if !map.is_identity() {
             store = store.remap(&map);
-            eprintln!("classes: {} ({} faces)", store.classes().names().join(", "), store.len());
+            eprintln!(
+                "classes: {} ({} faces)",
+                store.classes().names().join(", "),
+                store.len()
+            );
         }
         Ok(store)
     }

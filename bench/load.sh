@@ -28,5 +28,5 @@ printf '| %-32s | %10s | %14s |\n' "loader" "median s" "pandas/ferrite"
 printf '|%s|%s|%s|\n' "----------------------------------" "------------" "----------------"
 for name in ferrite pandas-fromstring pandas-split; do
   m=$(echo "${times[$name]}" | median)
-  printf '| %-32s | %10.3f | %13.1fx |\n' "$name" "$m" "$(echo "$m / $f" | bc -l)"
+  printf '| %-32s | %10.3f | %13.1fx |\n' "$name" "$m" "$(awk -v m="$m" -v f="$f" 'BEGIN {print m / f}')"
 done

@@ -6,8 +6,9 @@
 //! `emotion, Usage, pixels` order of Kaggle's `icml_face_data.csv` loads too; a file without a
 //! Usage column (Kaggle's `train.csv`) is all Training.
 
-use std::io::Read;
-use std::path::{Path, PathBuf};
+use std::io::{BufReader, Read, Seek, SeekFrom};
+use std::path::Path;
+use std::sync::mpsc;
 
 use flate2::read::MultiGzDecoder;
 use rayon::prelude::*;
@@ -50,22 +51,81 @@ impl Loaded {
 }
 
 /// Loads `fer2013.csv` or `fer2013.csv.gz` (gzip is recognised by its magic bytes).
+///
+/// A reader thread inflates the file block by block while this thread parses the complete
+/// lines of each block in parallel, so inflating and parsing overlap and the inflated text
+/// (290 MB for the full file) is never held whole.
 pub fn load(path: &Path, options: LoadOptions) -> Result<Loaded, DataError> {
-    let bytes = read_maybe_gzip(path)?;
-    parse(&bytes, path, options)
+    let io_error = |source| DataError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let mut file = std::fs::File::open(path).map_err(io_error)?;
+    let mut magic = [0u8; 2];
+    let gzip = file.read(&mut magic).map_err(io_error)? == 2 && magic == GZIP_MAGIC;
+    file.seek(SeekFrom::Start(0)).map_err(io_error)?;
+    let reader: Box<dyn Read + Send> = if gzip {
+        Box::new(MultiGzDecoder::new(BufReader::with_capacity(1 << 20, file)))
+    } else {
+        Box::new(file)
+    };
+    let (sender, blocks) = mpsc::sync_channel::<std::io::Result<Vec<u8>>>(4);
+    let reader_thread = std::thread::spawn(move || read_blocks(reader, &sender));
+    let mut parser = Parser::new(path, options);
+    for block in blocks {
+        let block = block.map_err(|source| match gzip {
+            true => DataError::Gzip {
+                path: path.to_path_buf(),
+                source,
+            },
+            false => io_error(source),
+        })?;
+        parser.feed(&block)?;
+    }
+    // The reader only ends by sending an error (handled above) or reaching the end.
+    let _ = reader_thread.join();
+    parser.finish()
 }
 
-/// Reads a file, inflating it if it is gzip.
+const GZIP_MAGIC: [u8; 2] = [0x1f, 0x8b];
+const BLOCK_BYTES: usize = 4 << 20;
+
+/// Sends the reader's bytes in blocks until the end, an error, or the receiver hanging up.
+fn read_blocks(
+    mut reader: Box<dyn Read + Send>,
+    sender: &mpsc::SyncSender<std::io::Result<Vec<u8>>>,
+) {
+    loop {
+        let mut block = Vec::with_capacity(BLOCK_BYTES);
+        match reader
+            .by_ref()
+            .take(BLOCK_BYTES as u64)
+            .read_to_end(&mut block)
+        {
+            Ok(0) => return,
+            Ok(_) => {
+                if sender.send(Ok(block)).is_err() {
+                    return;
+                }
+            }
+            Err(error) => {
+                let _ = sender.send(Err(error));
+                return;
+            }
+        }
+    }
+}
+
+/// Reads a whole file, inflating it if it is gzip.
 pub fn read_maybe_gzip(path: &Path) -> Result<Vec<u8>, DataError> {
     let io_error = |source| DataError::Io {
         path: path.to_path_buf(),
         source,
     };
     let raw = std::fs::read(path).map_err(io_error)?;
-    if !raw.starts_with(&[0x1f, 0x8b]) {
+    if !raw.starts_with(&GZIP_MAGIC) {
         return Ok(raw);
     }
-    // FER2013 inflates about 3.4x; reserving avoids repeated regrowth of a 290 MB buffer.
     let mut inflated = Vec::with_capacity(raw.len() * 4);
     MultiGzDecoder::new(raw.as_slice())
         .read_to_end(&mut inflated)
@@ -74,6 +134,13 @@ pub fn read_maybe_gzip(path: &Path) -> Result<Vec<u8>, DataError> {
             source,
         })?;
     Ok(inflated)
+}
+
+/// Parses CSV bytes already in memory; `path` is only used to name the file in errors.
+pub fn parse(bytes: &[u8], path: &Path, options: LoadOptions) -> Result<Loaded, DataError> {
+    let mut parser = Parser::new(path, options);
+    parser.feed(bytes)?;
+    parser.finish()
 }
 
 /// Where the named columns sit in a row.
@@ -125,85 +192,133 @@ struct Line<'a> {
     bytes: &'a [u8],
 }
 
-/// Parses CSV bytes; `path` is only used to name the file in errors.
-pub fn parse(bytes: &[u8], path: &Path, options: LoadOptions) -> Result<Loaded, DataError> {
-    if bytes.trim_ascii().is_empty() {
-        return Err(DataError::Empty {
-            path: path.to_path_buf(),
-        });
-    }
-    let mut lines = split_lines(bytes);
-    let header = lines.remove(0);
-    let columns = Columns::from_header(header.bytes, path)?;
-    if lines.is_empty() {
-        return Err(DataError::NoRows {
-            path: path.to_path_buf(),
-        });
-    }
-
-    // Chunks big enough to amortise the per-task cost, small enough to balance two cores.
-    let chunks: Vec<Chunk> = lines
-        .par_chunks(512)
-        .map(|chunk| Chunk::parse(chunk, &columns, options.skip_bad_rows))
-        .collect();
-
-    let n: usize = chunks.iter().map(|c| c.labels.len()).sum();
-    let mut pixels = Vec::with_capacity(n * IMAGE_PIXELS);
-    let (mut labels, mut splits, mut rows) = (
-        Vec::with_capacity(n),
-        Vec::with_capacity(n),
-        Vec::with_capacity(n),
-    );
-    let mut skipped = Vec::new();
-    for chunk in chunks {
-        if let (false, Some(first)) = (options.skip_bad_rows, chunk.errors.first()) {
-            return Err(row_error(path, first.clone()));
-        }
-        pixels.extend_from_slice(&chunk.pixels);
-        labels.extend_from_slice(&chunk.labels);
-        splits.extend_from_slice(&chunk.splits);
-        rows.extend_from_slice(&chunk.rows);
-        skipped.extend(chunk.errors);
-    }
-    let store = FaceStore::new(ClassSet::fer2013(), pixels, labels, splits, rows);
-    Ok(Loaded { store, skipped })
+/// Incremental CSV parsing: fed blocks of any size, it parses each complete line once and
+/// keeps the partial last line for the next block.
+struct Parser<'p> {
+    path: &'p Path,
+    options: LoadOptions,
+    columns: Option<Columns>,
+    /// Newlines consumed so far: the next line is number `lines_seen + 1`.
+    lines_seen: usize,
+    data_rows: u32,
+    carry: Vec<u8>,
+    chunks: Vec<Chunk>,
 }
 
-fn row_error(path: &Path, row: RowError) -> DataError {
-    DataError::Row {
-        path: PathBuf::from(path),
-        row,
+impl<'p> Parser<'p> {
+    fn new(path: &'p Path, options: LoadOptions) -> Self {
+        Self {
+            path,
+            options,
+            columns: None,
+            lines_seen: 0,
+            data_rows: 0,
+            carry: Vec::new(),
+            chunks: Vec::new(),
+        }
     }
-}
 
-/// Non-empty lines (LF or CRLF), numbered from 1.
-fn split_lines(bytes: &[u8]) -> Vec<Line<'_>> {
-    let mut lines = Vec::with_capacity(bytes.len() / 4096 + 1);
-    let mut start = 0;
-    let mut data_rows = 0u32;
-    let ends = memchr::memchr_iter(b'\n', bytes).chain(std::iter::once(bytes.len()));
-    for (index, end) in ends.enumerate() {
-        if start > bytes.len() {
-            break;
-        }
-        let line = &bytes[start..end];
-        let line = line.strip_suffix(b"\r").unwrap_or(line);
-        start = end + 1;
-        if line.trim_ascii().is_empty() {
-            continue;
-        }
-        // The header is line 1 and not a data row.
-        let row = if lines.is_empty() { 0 } else { data_rows };
-        if !lines.is_empty() {
-            data_rows += 1;
-        }
-        lines.push(Line {
-            number: index + 1,
-            row,
-            bytes: line,
-        });
+    fn feed(&mut self, block: &[u8]) -> Result<(), DataError> {
+        self.carry.extend_from_slice(block);
+        let Some(last_newline) = memchr::memrchr(b'\n', &self.carry) else {
+            return Ok(());
+        };
+        let complete = std::mem::take(&mut self.carry);
+        let result = self.parse_lines(&complete[..last_newline]);
+        self.lines_seen += 1; // the newline ending the block's last complete line
+        self.carry = complete[last_newline + 1..].to_vec();
+        result
     }
-    lines
+
+    fn finish(mut self) -> Result<Loaded, DataError> {
+        let rest = std::mem::take(&mut self.carry);
+        self.parse_lines(&rest)?;
+        let path = self.path.to_path_buf();
+        if self.columns.is_none() {
+            return Err(DataError::Empty { path });
+        }
+        if self.data_rows == 0 {
+            return Err(DataError::NoRows { path });
+        }
+        let n: usize = self.chunks.iter().map(|c| c.labels.len()).sum();
+        let mut pixels = Vec::with_capacity(n * IMAGE_PIXELS);
+        let (mut labels, mut splits, mut rows, mut skipped) = (
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::new(),
+        );
+        for chunk in self.chunks {
+            pixels.extend_from_slice(&chunk.pixels);
+            labels.extend_from_slice(&chunk.labels);
+            splits.extend_from_slice(&chunk.splits);
+            rows.extend_from_slice(&chunk.rows);
+            skipped.extend(chunk.errors);
+        }
+        let store = FaceStore::new(ClassSet::fer2013(), pixels, labels, splits, rows);
+        Ok(Loaded { store, skipped })
+    }
+
+    /// Parses `text` (whole lines, without the final newline), in parallel.
+    fn parse_lines(&mut self, text: &[u8]) -> Result<(), DataError> {
+        let mut lines = self.split_lines(text);
+        if self.columns.is_none() && !lines.is_empty() {
+            let header = lines.remove(0);
+            self.columns = Some(Columns::from_header(header.bytes, self.path)?);
+        }
+        let Some(columns) = &self.columns else {
+            return Ok(());
+        };
+        // Chunks big enough to amortise the per-task cost, small enough to balance two cores.
+        let keep_going = self.options.skip_bad_rows;
+        let chunks: Vec<Chunk> = lines
+            .par_chunks(128)
+            .map(|chunk| Chunk::parse(chunk, columns, keep_going))
+            .collect();
+        for chunk in chunks {
+            if let (false, Some(first)) = (keep_going, chunk.errors.first()) {
+                return Err(DataError::Row {
+                    path: self.path.to_path_buf(),
+                    row: first.clone(),
+                });
+            }
+            self.chunks.push(chunk);
+        }
+        Ok(())
+    }
+
+    /// Non-empty lines (LF or CRLF) of `text`, numbered on from the lines already seen;
+    /// the first non-empty line of the file is the header and not a data row.
+    fn split_lines<'t>(&mut self, text: &'t [u8]) -> Vec<Line<'t>> {
+        let mut lines = Vec::with_capacity(text.len() / 4096 + 1);
+        let mut start = 0;
+        let ends = memchr::memchr_iter(b'\n', text).chain(std::iter::once(text.len()));
+        let mut newlines = 0;
+        for end in ends {
+            let line = &text[start..end];
+            let line = line.strip_suffix(b"\r").unwrap_or(line);
+            let number = self.lines_seen + newlines + 1;
+            if end < text.len() {
+                newlines += 1;
+            }
+            start = end + 1;
+            if line.trim_ascii().is_empty() {
+                continue;
+            }
+            let is_header = self.columns.is_none() && lines.is_empty();
+            let row = self.data_rows;
+            if !is_header {
+                self.data_rows += 1;
+            }
+            lines.push(Line {
+                number,
+                row,
+                bytes: line,
+            });
+        }
+        self.lines_seen += newlines;
+        lines
+    }
 }
 
 /// The parsed rows of one chunk of lines, in order.
@@ -382,5 +497,58 @@ fn pixel_token_problem(field: &[u8]) -> RowProblem {
     RowProblem::NotInteger {
         token: String::from_utf8_lossy(field).into_owned(),
         position: None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> String {
+        let row = |label: u8, usage: &str| {
+            format!(
+                "{label},{},{usage}",
+                vec![label.to_string(); IMAGE_PIXELS].join(" ")
+            )
+        };
+        format!(
+            "emotion,pixels,Usage\r\n{}\r\n\r\n{}\n{}",
+            row(1, "Training"),
+            row(2, "PublicTest"),
+            row(3, "Training")
+        )
+    }
+
+    /// Feeding the bytes in blocks of any size gives the same store and the same line numbers.
+    #[test]
+    fn blocks_of_any_size_parse_like_one() {
+        let text = sample();
+        let whole = parse(text.as_bytes(), Path::new("f.csv"), LoadOptions::default()).unwrap();
+        for block in [1, 7, 100, 4609, 9999] {
+            let mut parser = Parser::new(Path::new("f.csv"), LoadOptions::default());
+            for piece in text.as_bytes().chunks(block) {
+                parser.feed(piece).unwrap();
+            }
+            assert_eq!(
+                parser.finish().unwrap().store,
+                whole.store,
+                "block size {block}"
+            );
+        }
+        let bad = text.replace("3,3 3", "9,3 3");
+        for block in [1, 50, 100_000] {
+            let mut parser = Parser::new(Path::new("f.csv"), LoadOptions::default());
+            let result = bad
+                .as_bytes()
+                .chunks(block)
+                .try_for_each(|piece| parser.feed(piece));
+            let err = result
+                .and_then(|_| parser.finish().map(|_| ()))
+                .unwrap_err();
+            assert!(
+                err.to_string().starts_with("f.csv:5: field `emotion`"),
+                "block {block}: {err}"
+            );
+        }
     }
 }

@@ -20,10 +20,19 @@ enum Command {
     /// Look at a dataset: counts, blank images, duplicates, contact sheets.
     #[command(subcommand)]
     Data(commands::data::DataCommand),
+    /// List the model zoo with parameters and multiply-adds per image.
+    Models(commands::models::ModelsArgs),
+    /// Train a model; writes a run folder (config, metrics CSV, best/last model, report).
+    Train(Box<commands::train::TrainArgs>),
+    /// Evaluate a saved model: accuracy, per-class P/R/F1, errors per emotion, confusion matrix.
+    Eval(commands::eval::EvalArgs),
 }
 
 fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Data(command) => commands::data::run(command),
+        Command::Models(args) => commands::models::run(&args),
+        Command::Train(args) => commands::train::run(&args),
+        Command::Eval(args) => commands::eval::run(&args),
     }
 }

@@ -93,6 +93,21 @@ impl AugmentConfig {
     }
 }
 
+impl Transform {
+    /// No change at all.
+    pub const IDENTITY: Transform = Transform {
+        theta_degrees: 0.0,
+        shift_x: 0.0,
+        shift_y: 0.0,
+        zoom_x: 1.0,
+        zoom_y: 1.0,
+        flip: false,
+        crop_dx: 0,
+        crop_dy: 0,
+        erase: None,
+    };
+}
+
 /// The random draws for one image.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Transform {

@@ -11,6 +11,8 @@ pub enum VizError {
         #[source]
         source: std::io::Error,
     },
+    #[error("drawing: {0}")]
+    Draw(String),
     #[error("encoding PNG: {0}")]
     Encode(#[from] image::ImageError),
 }

@@ -37,6 +37,27 @@ impl DatasetArgs {
 
     /// Loads, relabels and remaps, telling the user what was skipped or dropped.
     pub fn load(&self) -> anyhow::Result<FaceStore> {
+        let store = self.load_unmapped()?;
+        let map = ClassMap::new(store.classes(), &self.exclude_list(), &self.merge_list())?;
+        if map.is_identity() {
+            return Ok(store);
+        }
+        let store = store.remap(&map);
+        eprintln!("classes: {} ({} faces)", store.classes().names().join(", "), store.len());
+        Ok(store)
+    }
+
+    pub fn exclude_list(&self) -> Vec<String> {
+        ClassMap::parse_list(&self.exclude)
+    }
+
+    pub fn merge_list(&self) -> Vec<String> {
+        ClassMap::parse_list(&self.merge)
+    }
+
+    /// Loads and relabels (FER+), leaving `--exclude`/`--merge` to the caller (training
+    /// records them in its config so the run is reproducible).
+    pub fn load_unmapped(&self) -> anyhow::Result<FaceStore> {
         let path = self.path();
         if self.data.is_none() && !path.exists() {
             anyhow::bail!(

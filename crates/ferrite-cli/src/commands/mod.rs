@@ -1,2 +1,5 @@
 pub mod data;
 pub mod dataset;
+pub mod eval;
+pub mod models;
+pub mod train;

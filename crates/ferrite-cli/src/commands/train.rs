@@ -1,0 +1,188 @@
+//! `ferrite train`: a TOML config (optional) with flags on top.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use burn::prelude::Device;
+use clap::{Args, ValueEnum};
+use ferrite_data::{AugmentConfig, Sampling, SplitPlan};
+use ferrite_models::Architecture;
+use ferrite_train::{OptimizerKind, RunOptions, Schedule, TrainConfig};
+
+use super::dataset::DatasetArgs;
+
+#[derive(Args)]
+pub struct TrainArgs {
+    #[command(flatten)]
+    dataset: DatasetArgs,
+    /// A TOML training config; flags override its keys.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Run folder (default runs/<model>-<unix time>).
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Continue the run in --out from its last checkpoint.
+    #[arg(long, requires = "out")]
+    resume: bool,
+    /// seed-cnn, seed-wide, dexpression, mini-xception or vgg.
+    #[arg(long)]
+    model: Option<Architecture>,
+    #[arg(long)]
+    epochs: Option<usize>,
+    #[arg(long)]
+    batch_size: Option<usize>,
+    #[arg(long, value_enum)]
+    optimizer: Option<OptimizerArg>,
+    #[arg(long, alias = "learning-rate")]
+    lr: Option<f64>,
+    #[arg(long)]
+    weight_decay: Option<f64>,
+    /// constant, step (÷10 every third of the run), cosine (1-epoch warm-up) or plateau
+    /// (ReduceLROnPlateau factor 0.5, patience 2); the config file sets the details.
+    #[arg(long, value_enum)]
+    schedule: Option<ScheduleArg>,
+    #[arg(long)]
+    label_smoothing: Option<f32>,
+    /// Train on FER+ vote distributions (with --ferplus).
+    #[arg(long)]
+    soft_labels: bool,
+    /// Turn augmentation off (the default is the recipe's: flip, ±10°, 0.1 zoom, 0.1 shifts).
+    #[arg(long)]
+    no_augment: bool,
+    /// Random crop padding in pixels, on top of the augmentation.
+    #[arg(long)]
+    random_crop: Option<usize>,
+    /// Random-erasing probability, on top of the augmentation.
+    #[arg(long)]
+    random_erasing: Option<f32>,
+    /// Draw classes equally often in each epoch.
+    #[arg(long)]
+    class_balanced: bool,
+    /// Validate on a stratified random split of this fraction (Training + PublicTest pooled)
+    /// instead of the official PublicTest.
+    #[arg(long)]
+    random_split: Option<f32>,
+    #[arg(long)]
+    input_side: Option<usize>,
+    #[arg(long)]
+    width: Option<f64>,
+    #[arg(long)]
+    dropout: Option<f64>,
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Early stopping after this many epochs without a better validation accuracy.
+    #[arg(long)]
+    patience: Option<usize>,
+    /// Train on a seeded subset of this many training images (quick experiments, tests).
+    #[arg(long)]
+    limit_train: Option<usize>,
+    /// Validate on a seeded subset of this many images.
+    #[arg(long)]
+    limit_validation: Option<usize>,
+    /// Print one line per epoch, no progress bars.
+    #[arg(long)]
+    quiet: bool,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum OptimizerArg {
+    Adam,
+    Adamw,
+    Sgd,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum ScheduleArg {
+    Constant,
+    Step,
+    Cosine,
+    Plateau,
+}
+
+impl TrainArgs {
+    /// The config file (or defaults) with every given flag applied.
+    fn config(&self) -> anyhow::Result<TrainConfig> {
+        let mut c = match &self.config {
+            Some(path) => TrainConfig::load(path)?,
+            None => TrainConfig::default(),
+        };
+        set(&mut c.model, self.model);
+        set(&mut c.epochs, self.epochs);
+        set(&mut c.batch_size, self.batch_size);
+        set(&mut c.learning_rate, self.lr);
+        set(&mut c.weight_decay, self.weight_decay);
+        set(&mut c.label_smoothing, self.label_smoothing);
+        set(&mut c.input_side, self.input_side);
+        set(&mut c.width, self.width);
+        set(&mut c.seed, self.seed);
+        if let Some(optimizer) = self.optimizer {
+            c.optimizer = match optimizer {
+                OptimizerArg::Adam => OptimizerKind::Adam,
+                OptimizerArg::Adamw => OptimizerKind::Adamw,
+                OptimizerArg::Sgd => OptimizerKind::Sgd,
+            };
+        }
+        if let Some(schedule) = self.schedule {
+            c.schedule = match schedule {
+                ScheduleArg::Constant => Schedule::Constant,
+                ScheduleArg::Step => Schedule::Step { step_size: c.epochs.div_ceil(3).max(1), gamma: 0.1 },
+                ScheduleArg::Cosine => Schedule::Cosine { warmup_epochs: 1, min_lr: 0.0 },
+                ScheduleArg::Plateau => Schedule::ReduceOnPlateau { factor: 0.5, patience: 2, min_lr: 1e-6 },
+            };
+        }
+        if self.no_augment {
+            c.augment = AugmentConfig::none();
+        }
+        set(&mut c.augment.random_crop_padding, self.random_crop);
+        set(&mut c.augment.random_erasing, self.random_erasing);
+        if self.class_balanced {
+            c.sampling = Sampling::ClassBalanced;
+        }
+        if let Some(fraction) = self.random_split {
+            c.split = SplitPlan::Random { validation_fraction: fraction, seed: c.seed };
+        }
+        c.soft_labels |= self.soft_labels;
+        c.dropout = self.dropout.or(c.dropout);
+        c.patience = self.patience.or(c.patience);
+        c.limit_train = self.limit_train.or(c.limit_train);
+        c.limit_validation = self.limit_validation.or(c.limit_validation);
+        let (exclude, merge) = (self.dataset.exclude_list(), self.dataset.merge_list());
+        if !exclude.is_empty() {
+            c.exclude = exclude;
+        }
+        if !merge.is_empty() {
+            c.merge = merge;
+        }
+        Ok(c)
+    }
+}
+
+fn set<T>(slot: &mut T, value: Option<T>) {
+    if let Some(value) = value {
+        *slot = value;
+    }
+}
+
+pub fn run(args: &TrainArgs) -> anyhow::Result<()> {
+    let config = args.config()?;
+    let data = args.dataset.load_unmapped()?;
+    let out = args.out.clone().unwrap_or_else(|| {
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+        PathBuf::from(format!("runs/{}-{now}", config.model))
+    });
+    let options = RunOptions {
+        resume: args.resume,
+        progress: !args.quiet,
+        device: Device::flex(),
+    };
+    let outcome = ferrite_train::train(&config, &data, &out, &options).with_context(|| format!("training into {}", out.display()))?;
+    println!(
+        "best validation accuracy {:.2} % (epoch {}), {:.0} s; run folder {}",
+        outcome.best_accuracy * 100.0,
+        outcome.best_epoch,
+        outcome.seconds,
+        outcome.run_dir.display()
+    );
+    println!("model: {}", outcome.run_dir.join("best.ferrite").display());
+    Ok(())
+}

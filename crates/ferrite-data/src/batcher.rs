@@ -112,19 +112,44 @@ impl BatchConfig {
 
     /// One batch, augmented (with the transforms of `epoch` at positions `first_position..`)
     /// and normalised, on the host.
-    pub fn host_batch(&self, store: &FaceStore, rows: &[usize], epoch: usize, first_position: usize) -> HostBatch {
+    pub fn host_batch(
+        &self,
+        store: &FaceStore,
+        rows: &[usize],
+        epoch: usize,
+        first_position: usize,
+    ) -> HostBatch {
         let augmenter = Augmenter::new(self.augment.clone(), self.seed);
-        self.build(store, rows, &augmenter, |k| augmenter.draw(epoch, first_position + k, self.input_side))
+        self.build(store, rows, &augmenter, |k| {
+            augmenter.draw(epoch, first_position + k, self.input_side)
+        })
     }
 
     /// One batch with the same fixed transform applied to every image (test-time
     /// augmentation: a flip, a shifted crop).
-    pub fn host_batch_with(&self, store: &FaceStore, rows: &[usize], transform: &Transform) -> HostBatch {
-        let augmenter = Augmenter::new(AugmentConfig { fill_mode: self.augment.fill_mode, ..AugmentConfig::none() }, 0);
+    pub fn host_batch_with(
+        &self,
+        store: &FaceStore,
+        rows: &[usize],
+        transform: &Transform,
+    ) -> HostBatch {
+        let augmenter = Augmenter::new(
+            AugmentConfig {
+                fill_mode: self.augment.fill_mode,
+                ..AugmentConfig::none()
+            },
+            0,
+        );
         self.build(store, rows, &augmenter, |_| *transform)
     }
 
-    fn build(&self, store: &FaceStore, rows: &[usize], augmenter: &Augmenter, transform: impl Fn(usize) -> Transform + Sync) -> HostBatch {
+    fn build(
+        &self,
+        store: &FaceStore,
+        rows: &[usize],
+        augmenter: &Augmenter,
+        transform: impl Fn(usize) -> Transform + Sync,
+    ) -> HostBatch {
         let side = self.input_side;
         let mut images = vec![0.0f32; rows.len() * side * side];
         images
@@ -133,16 +158,19 @@ impl BatchConfig {
             .enumerate()
             .for_each(|(k, (out, &row))| {
                 augmenter.apply(store.image(row), &transform(k), side, out);
-                out.iter_mut().for_each(|v| *v = self.normalization.apply(*v));
+                out.iter_mut()
+                    .for_each(|v| *v = self.normalization.apply(*v));
             });
         let k = store.classes().len();
         HostBatch {
             images,
             side,
             targets: rows.iter().map(|&i| store.label(i) as i64).collect(),
-            soft_targets: store
-                .has_soft_labels()
-                .then(|| rows.iter().flat_map(|&i| store.soft_label(i).unwrap_or_default().iter().copied()).collect()),
+            soft_targets: store.has_soft_labels().then(|| {
+                rows.iter()
+                    .flat_map(|&i| store.soft_label(i).unwrap_or_default().iter().copied())
+                    .collect()
+            }),
             classes: k,
             rows: rows.to_vec(),
         }

@@ -38,9 +38,17 @@ fn section(bytes: &mut Vec<u8>, data: &[u8]) {
     bytes.extend_from_slice(data);
 }
 
-pub fn save(path: &Path, state: &TrainState, model: &SavedModel, optimizer: &[u8]) -> Result<(), TrainError> {
+pub fn save(
+    path: &Path,
+    state: &TrainState,
+    model: &SavedModel,
+    optimizer: &[u8],
+) -> Result<(), TrainError> {
     let mut bytes = MAGIC.to_vec();
-    section(&mut bytes, &serde_json::to_vec(state).expect("train state serialises"));
+    section(
+        &mut bytes,
+        &serde_json::to_vec(state).expect("train state serialises"),
+    );
     section(&mut bytes, &model.to_bytes()?);
     section(&mut bytes, optimizer);
     Ok(write_atomic(path, &bytes)?)
@@ -55,9 +63,13 @@ pub fn load(path: &Path, device: &Device) -> Result<Checkpoint, TrainError> {
         path: path.to_path_buf(),
         source,
     })?;
-    let mut rest = bytes.strip_prefix(MAGIC).ok_or_else(|| corrupt("not a ferrite checkpoint"))?;
+    let mut rest = bytes
+        .strip_prefix(MAGIC)
+        .ok_or_else(|| corrupt("not a ferrite checkpoint"))?;
     let mut next = || -> Result<&[u8], TrainError> {
-        let (length, tail) = rest.split_at_checked(8).ok_or_else(|| corrupt("truncated"))?;
+        let (length, tail) = rest
+            .split_at_checked(8)
+            .ok_or_else(|| corrupt("truncated"))?;
         let length = u64::from_le_bytes(length.try_into().expect("8 bytes"));
         let (data, tail) = usize::try_from(length)
             .ok()
@@ -66,8 +78,13 @@ pub fn load(path: &Path, device: &Device) -> Result<Checkpoint, TrainError> {
         rest = tail;
         Ok(data)
     };
-    let state: TrainState = serde_json::from_slice(next()?).map_err(|e| corrupt(&format!("state: {e}")))?;
+    let state: TrainState =
+        serde_json::from_slice(next()?).map_err(|e| corrupt(&format!("state: {e}")))?;
     let model = SavedModel::from_bytes(next()?, device, &path.display().to_string())?;
     let optimizer = Bytes::from_bytes_vec(next()?.to_vec());
-    Ok(Checkpoint { state, model, optimizer })
+    Ok(Checkpoint {
+        state,
+        model,
+        optimizer,
+    })
 }

@@ -146,21 +146,33 @@ mod tests {
     #[test]
     fn toml_round_trips_and_partial_files_take_defaults() {
         let config = TrainConfig::default();
-        assert_eq!(TrainConfig::from_toml(&config.to_toml(), Path::new("c.toml")).unwrap(), config);
+        assert_eq!(
+            TrainConfig::from_toml(&config.to_toml(), Path::new("c.toml")).unwrap(),
+            config
+        );
         let partial = "model = \"vgg\"\nbatch_size = 32\n[augment]\nhorizontal_flip = true\nrotation_range = 15.0\n";
         let parsed = TrainConfig::from_toml(partial, Path::new("c.toml")).unwrap();
         assert_eq!(parsed.model, Architecture::Vgg);
         assert_eq!(parsed.batch_size, 32);
         assert_eq!(parsed.augment.rotation_range, 15.0);
-        assert_eq!(parsed.augment.zoom_range, 0.0, "unnamed augmentation keys are off, as in Keras");
+        assert_eq!(
+            parsed.augment.zoom_range, 0.0,
+            "unnamed augmentation keys are off, as in Keras"
+        );
         assert_eq!(parsed.epochs, 30);
     }
 
     #[test]
     fn unknown_keys_and_bad_values_are_errors() {
         let err = TrainConfig::from_toml("batchsize = 3", Path::new("c.toml")).unwrap_err();
-        assert!(err.to_string().contains("c.toml") && err.to_string().contains("batchsize"), "{err}");
-        let zero = TrainConfig { epochs: 0, ..TrainConfig::default() };
+        assert!(
+            err.to_string().contains("c.toml") && err.to_string().contains("batchsize"),
+            "{err}"
+        );
+        let zero = TrainConfig {
+            epochs: 0,
+            ..TrainConfig::default()
+        };
         assert!(zero.validate().is_err());
     }
 }

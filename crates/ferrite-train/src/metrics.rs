@@ -30,7 +30,11 @@ impl Tta {
             Tta::Flip => vec![id, flip(id)],
             Tta::FlipCrops => [(0, 0), (2, 2), (2, -2), (-2, 2), (-2, -2)]
                 .into_iter()
-                .map(|(dx, dy)| Transform { crop_dx: dx, crop_dy: dy, ..id })
+                .map(|(dx, dy)| Transform {
+                    crop_dx: dx,
+                    crop_dy: dy,
+                    ..id
+                })
                 .flat_map(|t| [t, flip(t)])
                 .collect(),
         }
@@ -53,7 +57,10 @@ pub fn predict_probabilities(
     for chunk in rows.chunks(batch.batch_size.max(1)) {
         let mut sum: Option<Tensor<2>> = None;
         for view in &views {
-            let images = batch.host_batch_with(store, chunk, view).to_device(device).images;
+            let images = batch
+                .host_batch_with(store, chunk, view)
+                .to_device(device)
+                .images;
             let p = softmax(network.forward(images), 1);
             sum = Some(match sum {
                 Some(s) => s + p,
@@ -70,7 +77,15 @@ pub fn predict_probabilities(
 pub fn argmax_rows(probabilities: &[f32], classes: usize) -> Vec<u8> {
     probabilities
         .chunks_exact(classes)
-        .map(|p| p.iter().enumerate().fold((0, f32::MIN), |best, (i, &v)| if v > best.1 { (i, v) } else { best }).0 as u8)
+        .map(|p| {
+            p.iter()
+                .enumerate()
+                .fold(
+                    (0, f32::MIN),
+                    |best, (i, &v)| if v > best.1 { (i, v) } else { best },
+                )
+                .0 as u8
+        })
         .collect()
 }
 
@@ -123,7 +138,9 @@ impl Confusion {
     }
 
     pub fn correct(&self) -> u64 {
-        (0..self.classes).map(|c| self.counts[c * self.classes + c]).sum()
+        (0..self.classes)
+            .map(|c| self.counts[c * self.classes + c])
+            .sum()
     }
 
     pub fn accuracy(&self) -> f64 {
@@ -139,7 +156,11 @@ impl Confusion {
                 let predicted: u64 = (0..k).map(|t| self.counts[t * k + c]).sum();
                 let precision = tp as f64 / predicted.max(1) as f64;
                 let recall = tp as f64 / support.max(1) as f64;
-                let f1 = if precision + recall > 0.0 { 2.0 * precision * recall / (precision + recall) } else { 0.0 };
+                let f1 = if precision + recall > 0.0 {
+                    2.0 * precision * recall / (precision + recall)
+                } else {
+                    0.0
+                };
                 ClassStats {
                     precision,
                     recall,

@@ -15,7 +15,11 @@ pub enum Schedule {
     Cosine { warmup_epochs: usize, min_lr: f64 },
     /// Keras `ReduceLROnPlateau(factor, patience, min_lr)` on validation accuracy
     /// (Burn has none; written here).
-    ReduceOnPlateau { factor: f64, patience: usize, min_lr: f64 },
+    ReduceOnPlateau {
+        factor: f64,
+        patience: usize,
+        min_lr: f64,
+    },
 }
 
 /// Reduce-on-plateau's memory: the current factor, the best metric and epochs since it.
@@ -30,7 +34,7 @@ impl Default for PlateauState {
     fn default() -> Self {
         Self {
             scale: 1.0,
-            best: f64::NEG_INFINITY,
+            best: f64::MIN, // finite, so it survives JSON in checkpoints
             epochs_without_improvement: 0,
         }
     }
@@ -38,11 +42,22 @@ impl Default for PlateauState {
 
 impl Schedule {
     /// The learning rate at `progress` epochs (fractional: 2.5 is halfway through the third).
-    pub fn rate(&self, base: f64, progress: f64, total_epochs: usize, plateau: &PlateauState) -> f64 {
+    pub fn rate(
+        &self,
+        base: f64,
+        progress: f64,
+        total_epochs: usize,
+        plateau: &PlateauState,
+    ) -> f64 {
         match *self {
             Schedule::Constant => base,
-            Schedule::Step { step_size, gamma } => base * gamma.powi((progress as usize / step_size.max(1)) as i32),
-            Schedule::Cosine { warmup_epochs, min_lr } => {
+            Schedule::Step { step_size, gamma } => {
+                base * gamma.powi((progress as usize / step_size.max(1)) as i32)
+            }
+            Schedule::Cosine {
+                warmup_epochs,
+                min_lr,
+            } => {
                 let warmup = warmup_epochs as f64;
                 if progress < warmup {
                     return base * (progress + 1.0 / 64.0).min(warmup) / warmup;
@@ -57,7 +72,10 @@ impl Schedule {
 
     /// Called once per epoch with the validation metric (higher is better).
     pub fn observe(&self, metric: f64, plateau: &mut PlateauState) {
-        let Schedule::ReduceOnPlateau { factor, patience, .. } = *self else {
+        let Schedule::ReduceOnPlateau {
+            factor, patience, ..
+        } = *self
+        else {
             return;
         };
         if metric > plateau.best {
@@ -80,10 +98,16 @@ mod tests {
     #[test]
     fn step_and_cosine_follow_their_curves() {
         let p = PlateauState::default();
-        let step = Schedule::Step { step_size: 10, gamma: 0.1 };
+        let step = Schedule::Step {
+            step_size: 10,
+            gamma: 0.1,
+        };
         assert_eq!(step.rate(1.0, 9.9, 30, &p), 1.0);
         assert!((step.rate(1.0, 20.0, 30, &p) - 0.01).abs() < 1e-12);
-        let cosine = Schedule::Cosine { warmup_epochs: 2, min_lr: 0.0 };
+        let cosine = Schedule::Cosine {
+            warmup_epochs: 2,
+            min_lr: 0.0,
+        };
         assert!(cosine.rate(1.0, 0.0, 12, &p) < 0.05);
         assert!((cosine.rate(1.0, 2.0, 12, &p) - 1.0).abs() < 1e-12);
         assert!((cosine.rate(1.0, 7.0, 12, &p) - 0.5).abs() < 1e-12);
@@ -92,7 +116,11 @@ mod tests {
 
     #[test]
     fn plateau_reduces_after_patience_and_respects_min_lr() {
-        let schedule = Schedule::ReduceOnPlateau { factor: 0.1, patience: 2, min_lr: 1e-4 };
+        let schedule = Schedule::ReduceOnPlateau {
+            factor: 0.1,
+            patience: 2,
+            min_lr: 1e-4,
+        };
         let mut state = PlateauState::default();
         for metric in [0.5, 0.6, 0.6, 0.59, 0.6] {
             schedule.observe(metric, &mut state);

@@ -72,7 +72,11 @@ struct Setup<'a> {
 fn setup<'a>(config: &TrainConfig, data: &'a FaceStore) -> Result<Setup<'a>, TrainError> {
     config.validate()?;
     let map = ClassMap::new(data.classes(), &config.exclude, &config.merge)?;
-    let store = if map.is_identity() { Cow::Borrowed(data) } else { Cow::Owned(data.remap(&map)) };
+    let store = if map.is_identity() {
+        Cow::Borrowed(data)
+    } else {
+        Cow::Owned(data.remap(&map))
+    };
     let split = config.split.resolve(&store)?;
     let limit = |rows: Vec<usize>, limit: Option<usize>, salt: u64| match limit {
         Some(n) if n < rows.len() => {
@@ -100,25 +104,49 @@ fn setup<'a>(config: &TrainConfig, data: &'a FaceStore) -> Result<Setup<'a>, Tra
         normalization: config.normalization,
         card: serde_json::Map::new(),
     };
-    Ok(Setup { store, train_rows, val_rows, batch, meta })
+    Ok(Setup {
+        store,
+        train_rows,
+        val_rows,
+        batch,
+        meta,
+    })
 }
 
 fn optimizer(config: &TrainConfig) -> ModuleOptimizer {
-    let decay = (config.weight_decay > 0.0).then(|| WeightDecayConfig::new(config.weight_decay as f32));
+    let decay =
+        (config.weight_decay > 0.0).then(|| WeightDecayConfig::new(config.weight_decay as f32));
     match config.optimizer {
         // Keras's Adam epsilon (Burn defaults to 1e-5).
-        OptimizerKind::Adam => AdamConfig::new().with_epsilon(1e-7).with_weight_decay(decay).init(),
-        OptimizerKind::Adamw => AdamWConfig::new().with_epsilon(1e-7).with_weight_decay(config.weight_decay as f32).init(),
+        OptimizerKind::Adam => AdamConfig::new()
+            .with_epsilon(1e-7)
+            .with_weight_decay(decay)
+            .init(),
+        OptimizerKind::Adamw => AdamWConfig::new()
+            .with_epsilon(1e-7)
+            .with_weight_decay(config.weight_decay as f32)
+            .init(),
         OptimizerKind::Sgd => {
             // Burn's momentum dampening defaults to 0.1; PyTorch and Keras use 0.
-            let momentum = MomentumConfig::new().with_momentum(config.momentum).with_dampening(0.0).with_nesterov(true);
-            SgdConfig::new().with_momentum(Some(momentum)).with_weight_decay(decay).init()
+            let momentum = MomentumConfig::new()
+                .with_momentum(config.momentum)
+                .with_dampening(0.0)
+                .with_nesterov(true);
+            SgdConfig::new()
+                .with_momentum(Some(momentum))
+                .with_weight_decay(decay)
+                .init()
         }
     }
 }
 
 /// Trains per `config` on `data`, writing the run folder `run_dir`.
-pub fn train(config: &TrainConfig, data: &FaceStore, run_dir: &Path, options: &RunOptions) -> Result<TrainOutcome, TrainError> {
+pub fn train(
+    config: &TrainConfig,
+    data: &FaceStore,
+    run_dir: &Path,
+    options: &RunOptions,
+) -> Result<TrainOutcome, TrainError> {
     let setup = setup(config, data)?;
     let plain = options.device.clone();
     let autodiff = plain.clone().autodiff();
@@ -130,18 +158,28 @@ pub fn train(config: &TrainConfig, data: &FaceStore, run_dir: &Path, options: &R
         if restored.state.config != *config {
             return Err(TrainError::Checkpoint {
                 path: checkpoint_path,
-                message: "was written with a different config; resume with the run's own config.toml".into(),
+                message:
+                    "was written with a different config; resume with the run's own config.toml"
+                        .into(),
             });
         }
-        let optim = optimizer(config).from_bytes(restored.optimizer).map_err(|e| TrainError::Checkpoint {
-            path: checkpoint_path.clone(),
-            message: format!("optimizer state: {e}"),
-        })?;
-        eprintln!("resuming {} after epoch {}", run_dir.display(), restored.state.epochs_done);
+        let optim = optimizer(config)
+            .from_bytes(restored.optimizer)
+            .map_err(|e| TrainError::Checkpoint {
+                path: checkpoint_path.clone(),
+                message: format!("optimizer state: {e}"),
+            })?;
+        eprintln!(
+            "resuming {} after epoch {}",
+            run_dir.display(),
+            restored.state.epochs_done
+        );
         (restored.model.network, optim, restored.state)
     } else {
         if checkpoint_path.exists() {
-            return Err(TrainError::RunExists { path: run_dir.to_path_buf() });
+            return Err(TrainError::RunExists {
+                path: run_dir.to_path_buf(),
+            });
         }
         let network = setup.meta.config.init(&autodiff)?;
         let state = TrainState {
@@ -149,7 +187,7 @@ pub fn train(config: &TrainConfig, data: &FaceStore, run_dir: &Path, options: &R
             epochs_done: 0,
             history: Vec::new(),
             plateau: PlateauState::default(),
-            best_accuracy: f64::NEG_INFINITY,
+            best_accuracy: -1.0,
             best_epoch: 0,
             seconds: 0.0,
         };
@@ -169,13 +207,27 @@ pub fn train(config: &TrainConfig, data: &FaceStore, run_dir: &Path, options: &R
     let mut stopped_early = false;
     for epoch in state.epochs_done..config.epochs {
         let started = Instant::now();
-        let (trained, train_loss, train_accuracy) = train_epoch(network, &mut optim, &setup, config, &state, epoch, &autodiff, options);
+        let (trained, train_loss, train_accuracy) = train_epoch(
+            network, &mut optim, &setup, config, &state, epoch, &autodiff, options,
+        );
         network = trained;
         let eval = network.valid();
-        let probabilities = predict_probabilities(&eval, &setup.store, &setup.val_rows, &setup.batch.for_evaluation(), Tta::None, &plain);
-        let targets: Vec<u8> = setup.val_rows.iter().map(|&i| setup.store.label(i)).collect();
+        let probabilities = predict_probabilities(
+            &eval,
+            &setup.store,
+            &setup.val_rows,
+            &setup.batch.for_evaluation(),
+            Tta::None,
+            &plain,
+        );
+        let targets: Vec<u8> = setup
+            .val_rows
+            .iter()
+            .map(|&i| setup.store.label(i))
+            .collect();
         let k = setup.meta.classes.len();
-        let val_accuracy = Confusion::from_predictions(&targets, &argmax_rows(&probabilities, k), k).accuracy();
+        let val_accuracy =
+            Confusion::from_predictions(&targets, &argmax_rows(&probabilities, k), k).accuracy();
         let seconds = started.elapsed().as_secs_f64();
         let record = EpochRecord {
             epoch: epoch + 1,
@@ -183,20 +235,35 @@ pub fn train(config: &TrainConfig, data: &FaceStore, run_dir: &Path, options: &R
             train_accuracy,
             val_loss: log_loss(&probabilities, &targets, k),
             val_accuracy,
-            learning_rate: config.schedule.rate(config.learning_rate, epoch as f64 + 1.0 - 1e-9, config.epochs, &state.plateau),
+            learning_rate: config.schedule.rate(
+                config.learning_rate,
+                epoch as f64 + 1.0 - 1e-9,
+                config.epochs,
+                &state.plateau,
+            ),
             seconds,
             images_per_second: setup.train_rows.len() as f64 / seconds,
         };
         eprintln!(
             "epoch {:>3}/{}  loss {:.4}  acc {:.4}  val_loss {:.4}  val_acc {:.4}  lr {:.2e}  {:.0} s  {:.0} img/s",
-            record.epoch, config.epochs, record.train_loss, record.train_accuracy, record.val_loss, record.val_accuracy,
-            record.learning_rate, record.seconds, record.images_per_second
+            record.epoch,
+            config.epochs,
+            record.train_loss,
+            record.train_accuracy,
+            record.val_loss,
+            record.val_accuracy,
+            record.learning_rate,
+            record.seconds,
+            record.images_per_second
         );
         state.history.push(record);
         state.epochs_done = epoch + 1;
         state.seconds += seconds;
         config.schedule.observe(val_accuracy, &mut state.plateau);
-        let mut model = SavedModel { meta: setup.meta.clone(), network: eval };
+        let mut model = SavedModel {
+            meta: setup.meta.clone(),
+            network: eval,
+        };
         model.meta.card = card(config, &state, &setup);
         if val_accuracy > state.best_accuracy {
             state.best_accuracy = val_accuracy;
@@ -210,19 +277,43 @@ pub fn train(config: &TrainConfig, data: &FaceStore, run_dir: &Path, options: &R
             path: checkpoint_path.clone(),
             message: format!("optimizer state: {e}"),
         })?;
-        let training_copy = SavedModel { meta: setup.meta.clone(), network: network.clone() };
+        let training_copy = SavedModel {
+            meta: setup.meta.clone(),
+            network: network.clone(),
+        };
         checkpoint::save(&checkpoint_path, &state, &training_copy, &optimizer_bytes)?;
-        if config.patience.is_some_and(|p| epoch + 1 - state.best_epoch > p) {
-            eprintln!("early stopping: no improvement for {} epochs", epoch + 1 - state.best_epoch);
+        if config
+            .patience
+            .is_some_and(|p| epoch + 1 - state.best_epoch > p)
+        {
+            eprintln!(
+                "early stopping: no improvement for {} epochs",
+                epoch + 1 - state.best_epoch
+            );
             stopped_early = true;
             break;
         }
     }
 
     let best = SavedModel::load(&run_dir.join("best.ferrite"), &plain)?;
-    let probabilities = predict_probabilities(&best.network, &setup.store, &setup.val_rows, &setup.batch.for_evaluation(), Tta::None, &plain);
-    let targets: Vec<u8> = setup.val_rows.iter().map(|&i| setup.store.label(i)).collect();
-    let confusion = Confusion::from_predictions(&targets, &argmax_rows(&probabilities, best.meta.classes.len()), best.meta.classes.len());
+    let probabilities = predict_probabilities(
+        &best.network,
+        &setup.store,
+        &setup.val_rows,
+        &setup.batch.for_evaluation(),
+        Tta::None,
+        &plain,
+    );
+    let targets: Vec<u8> = setup
+        .val_rows
+        .iter()
+        .map(|&i| setup.store.label(i))
+        .collect();
+    let confusion = Confusion::from_predictions(
+        &targets,
+        &argmax_rows(&probabilities, best.meta.classes.len()),
+        best.meta.classes.len(),
+    );
     let outcome = TrainOutcome {
         run_dir: run_dir.to_path_buf(),
         best_accuracy: state.best_accuracy,
@@ -237,7 +328,11 @@ pub fn train(config: &TrainConfig, data: &FaceStore, run_dir: &Path, options: &R
 }
 
 /// Facts for the model card, saved inside every model file.
-fn card(config: &TrainConfig, state: &TrainState, setup: &Setup) -> serde_json::Map<String, serde_json::Value> {
+fn card(
+    config: &TrainConfig,
+    state: &TrainState,
+    setup: &Setup,
+) -> serde_json::Map<String, serde_json::Value> {
     let json = serde_json::json!({
         "validation_accuracy": state.best_accuracy,
         "best_epoch": state.best_epoch,
@@ -269,9 +364,16 @@ fn train_epoch(
 ) -> (Network, f64, f64) {
     let plan = EpochPlan::new(&setup.store, &setup.train_rows, &setup.batch, epoch);
     let batches = plan.len();
-    let bar = progress_bar(options.progress, setup.train_rows.len() as u64, epoch, config.epochs);
+    let bar = progress_bar(
+        options.progress,
+        setup.train_rows.len() as u64,
+        epoch,
+        config.epochs,
+    );
     let smoothing = (config.label_smoothing > 0.0).then_some(config.label_smoothing);
-    let loss_fn = CrossEntropyLossConfig::new().with_smoothing(smoothing).init(autodiff);
+    let loss_fn = CrossEntropyLossConfig::new()
+        .with_smoothing(smoothing)
+        .init(autodiff);
     let (mut loss_sum, mut correct, mut seen) = (0.0f64, 0i64, 0usize);
     let network = std::thread::scope(|scope| {
         let mut network = network;
@@ -291,12 +393,21 @@ fn train_epoch(
         });
         for (index, host) in receiver.into_iter().enumerate() {
             let progress = epoch as f64 + index as f64 / batches as f64;
-            let lr = config.schedule.rate(config.learning_rate, progress, config.epochs, &state.plateau);
+            let lr = config.schedule.rate(
+                config.learning_rate,
+                progress,
+                config.epochs,
+                &state.plateau,
+            );
             let n = host.len();
             let batch = host.to_device(autodiff);
             let logits = network.forward(batch.images);
             let predicted = logits.clone().detach().argmax(1).squeeze_dim::<1>(1);
-            let batch_correct: i64 = predicted.equal(batch.targets.clone()).int().sum().into_scalar();
+            let batch_correct: i64 = predicted
+                .equal(batch.targets.clone())
+                .int()
+                .sum()
+                .into_scalar();
             let loss = match (config.soft_labels, batch.soft_targets) {
                 (true, Some(soft)) => burn::tensor::loss::cross_entropy_with_logits(logits, soft),
                 _ => loss_fn.forward(logits, batch.targets),
@@ -308,19 +419,36 @@ fn train_epoch(
             correct += batch_correct;
             seen += n;
             bar.inc(n as u64);
-            bar.set_message(format!("loss {:.4} acc {:.4} lr {lr:.2e}", loss_sum / seen as f64, correct as f64 / seen as f64));
+            bar.set_message(format!(
+                "loss {:.4} acc {:.4} lr {lr:.2e}",
+                loss_sum / seen as f64,
+                correct as f64 / seen as f64
+            ));
         }
         network
     });
     bar.finish_and_clear();
-    (network, loss_sum / seen.max(1) as f64, correct as f64 / seen.max(1) as f64)
+    (
+        network,
+        loss_sum / seen.max(1) as f64,
+        correct as f64 / seen.max(1) as f64,
+    )
 }
 
 fn progress_bar(visible: bool, images: u64, epoch: usize, epochs: usize) -> ProgressBar {
-    let bar = ProgressBar::with_draw_target(Some(images), if visible { ProgressDrawTarget::stderr() } else { ProgressDrawTarget::hidden() });
-    let style = ProgressStyle::with_template("{prefix} [{bar:30}] {pos}/{len} img  {per_sec}  ETA {eta}  {msg}")
-        .expect("valid progress template")
-        .progress_chars("=> ");
+    let bar = ProgressBar::with_draw_target(
+        Some(images),
+        if visible {
+            ProgressDrawTarget::stderr()
+        } else {
+            ProgressDrawTarget::hidden()
+        },
+    );
+    let style = ProgressStyle::with_template(
+        "{prefix} [{bar:30}] {pos}/{len} img  {per_sec}  ETA {eta}  {msg}",
+    )
+    .expect("valid progress template")
+    .progress_chars("=> ");
     bar.set_style(style);
     bar.set_prefix(format!("epoch {}/{epochs}", epoch + 1));
     bar

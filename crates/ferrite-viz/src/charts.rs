@@ -11,7 +11,11 @@ fn register_font() {
     static ONCE: Once = Once::new();
     ONCE.call_once(|| {
         // Only fails if the bytes are not a font; they are the bundled DejaVu Sans.
-        let _ = plotters::style::register_font("sans-serif", FontStyle::Normal, dejavu::sans::regular());
+        let _ = plotters::style::register_font(
+            "sans-serif",
+            FontStyle::Normal,
+            dejavu::sans::regular(),
+        );
     });
 }
 
@@ -26,7 +30,11 @@ fn draw_error<E: std::fmt::Debug>(e: E) -> crate::VizError {
 }
 
 /// Side-by-side panels (e.g. loss and accuracy), each with its series, sharing the x label.
-pub fn line_panels(title: &str, x_label: &str, panels: &[(&str, Vec<Series>)]) -> Result<RgbImage, crate::VizError> {
+pub fn line_panels(
+    title: &str,
+    x_label: &str,
+    panels: &[(&str, Vec<Series>)],
+) -> Result<RgbImage, crate::VizError> {
     register_font();
     let (width, height) = (560 * panels.len().max(1) as u32, 420);
     let mut buffer = vec![255u8; (width * height * 3) as usize];
@@ -60,7 +68,9 @@ pub fn line_panels(title: &str, x_label: &str, panels: &[(&str, Vec<Series>)]) -
                     .draw_series(LineSeries::new(s.points.clone(), colour.stroke_width(2)))
                     .map_err(draw_error)?
                     .label(s.name)
-                    .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], colour.stroke_width(2)));
+                    .legend(move |(x, y)| {
+                        PathElement::new(vec![(x, y), (x + 18, y)], colour.stroke_width(2))
+                    });
             }
             chart
                 .configure_series_labels()
@@ -72,19 +82,26 @@ pub fn line_panels(title: &str, x_label: &str, panels: &[(&str, Vec<Series>)]) -
         }
         root.present().map_err(draw_error)?;
     }
-    RgbImage::from_raw(width, height, buffer).ok_or_else(|| crate::VizError::Draw("buffer size".into()))
+    RgbImage::from_raw(width, height, buffer)
+        .ok_or_else(|| crate::VizError::Draw("buffer size".into()))
 }
 
 fn bounds(values: impl Iterator<Item = f64>) -> (f64, f64) {
     let (lo, hi) = values
         .filter(|v| v.is_finite())
-        .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), v| (lo.min(v), hi.max(v)));
+        .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), v| {
+            (lo.min(v), hi.max(v))
+        });
     if lo.is_finite() { (lo, hi) } else { (0.0, 1.0) }
 }
 
 /// A confusion-matrix heatmap: rows are true classes, columns predictions; each cell shows
 /// the count and is shaded by its share of the row (recall for the diagonal).
-pub fn confusion_heatmap(title: &str, classes: &[String], counts: &[u64]) -> Result<RgbImage, crate::VizError> {
+pub fn confusion_heatmap(
+    title: &str,
+    classes: &[String],
+    counts: &[u64],
+) -> Result<RgbImage, crate::VizError> {
     register_font();
     let k = classes.len();
     let cell = 72u32;
@@ -95,33 +112,58 @@ pub fn confusion_heatmap(title: &str, classes: &[String], counts: &[u64]) -> Res
         let root = BitMapBackend::with_buffer(&mut buffer, (width, height)).into_drawing_area();
         root.fill(&WHITE).map_err(draw_error)?;
         let text = |size| ("sans-serif", size).into_font().color(&BLACK);
-        root.draw(&Text::new(title.to_string(), (10, 10), text(18))).map_err(draw_error)?;
-        root.draw(&Text::new("predicted →", (left as i32, 36), text(14))).map_err(draw_error)?;
+        root.draw(&Text::new(title.to_string(), (10, 10), text(18)))
+            .map_err(draw_error)?;
+        root.draw(&Text::new("predicted →", (left as i32, 36), text(14)))
+            .map_err(draw_error)?;
         for (t, true_name) in classes.iter().enumerate() {
             let row_total: u64 = counts[t * k..(t + 1) * k].iter().sum::<u64>().max(1);
             let y = (top + cell * t as u32) as i32;
-            root.draw(&Text::new(true_name.clone(), (8, y + cell as i32 / 2 - 8), text(14))).map_err(draw_error)?;
+            root.draw(&Text::new(
+                true_name.clone(),
+                (8, y + cell as i32 / 2 - 8),
+                text(14),
+            ))
+            .map_err(draw_error)?;
             for (p, _) in classes.iter().enumerate() {
                 let n = counts[t * k + p];
                 let share = n as f64 / row_total as f64;
                 let x = (left + cell * p as u32) as i32;
                 let shade = (255.0 * (1.0 - share)) as u8;
-                let fill = if t == p { RGBColor(shade, 255 - (255 - shade) / 3, shade) } else { RGBColor(255, shade, shade) };
-                root.draw(&Rectangle::new([(x, y), (x + cell as i32 - 2, y + cell as i32 - 2)], fill.filled()))
-                    .map_err(draw_error)?;
+                let fill = if t == p {
+                    RGBColor(shade, 255 - (255 - shade) / 3, shade)
+                } else {
+                    RGBColor(255, shade, shade)
+                };
+                root.draw(&Rectangle::new(
+                    [(x, y), (x + cell as i32 - 2, y + cell as i32 - 2)],
+                    fill.filled(),
+                ))
+                .map_err(draw_error)?;
                 let ink = if share > 0.6 { WHITE } else { BLACK };
                 let label = ("sans-serif", 15).into_font().color(&ink);
-                root.draw(&Text::new(n.to_string(), (x + 8, y + cell as i32 / 2 - 8), label)).map_err(draw_error)?;
+                root.draw(&Text::new(
+                    n.to_string(),
+                    (x + 8, y + cell as i32 / 2 - 8),
+                    label,
+                ))
+                .map_err(draw_error)?;
             }
         }
         let bottom = (top + cell * k as u32 + 8) as i32;
         for (p, name) in classes.iter().enumerate() {
             let x = (left + cell * p as u32) as i32;
-            root.draw(&Text::new(name.chars().take(8).collect::<String>(), (x + 4, bottom), text(13))).map_err(draw_error)?;
+            root.draw(&Text::new(
+                name.chars().take(8).collect::<String>(),
+                (x + 4, bottom),
+                text(13),
+            ))
+            .map_err(draw_error)?;
         }
         root.present().map_err(draw_error)?;
     }
-    RgbImage::from_raw(width, height, buffer).ok_or_else(|| crate::VizError::Draw("buffer size".into()))
+    RgbImage::from_raw(width, height, buffer)
+        .ok_or_else(|| crate::VizError::Draw("buffer size".into()))
 }
 
 #[cfg(test)]
@@ -130,11 +172,23 @@ mod tests {
 
     #[test]
     fn curves_and_heatmap_render() {
-        let series = |name, f: fn(f64) -> f64| Series { name, points: (1..=5).map(|e| (e as f64, f(e as f64))).collect() };
+        let series = |name, f: fn(f64) -> f64| Series {
+            name,
+            points: (1..=5).map(|e| (e as f64, f(e as f64))).collect(),
+        };
         let image = line_panels(
             "training",
             "epoch",
-            &[("loss", vec![series("train", |e| 2.0 / e), series("validation", |e| 2.2 / e)]), ("accuracy", vec![series("train", |e| e / 10.0)])],
+            &[
+                (
+                    "loss",
+                    vec![
+                        series("train", |e| 2.0 / e),
+                        series("validation", |e| 2.2 / e),
+                    ],
+                ),
+                ("accuracy", vec![series("train", |e| e / 10.0)]),
+            ],
         )
         .unwrap();
         assert_eq!(image.width(), 1120);

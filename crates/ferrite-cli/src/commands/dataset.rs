@@ -43,7 +43,11 @@ impl DatasetArgs {
             return Ok(store);
         }
         let store = store.remap(&map);
-        eprintln!("classes: {} ({} faces)", store.classes().names().join(", "), store.len());
+        eprintln!(
+            "classes: {} ({} faces)",
+            store.classes().names().join(", "),
+            store.len()
+        );
         Ok(store)
     }
 
@@ -107,19 +111,6 @@ impl DatasetArgs {
                 relabelled.len()
             );
             store = relabelled;
-        }
-        let map = ClassMap::new(
-            store.classes(),
-            &ClassMap::parse_list(&self.exclude),
-            &ClassMap::parse_list(&self.merge),
-        )?;
-        if !map.is_identity() {
-            store = store.remap(&map);
-            eprintln!(
-                "classes: {} ({} faces)",
-                store.classes().names().join(", "),
-                store.len()
-            );
         }
         Ok(store)
     }

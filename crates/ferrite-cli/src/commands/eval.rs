@@ -49,9 +49,17 @@ pub fn run(args: &EvalArgs) -> anyhow::Result<()> {
     // The model's own class set decides the mapping: a 5-class model evaluates on 5 classes.
     if store.classes() != &model.meta.classes {
         let source = store.classes().clone();
-        let exclude: Vec<String> =
-            source.names().iter().filter(|n| model.meta.classes.index_of(n).is_err()).cloned().collect();
-        store = store.remap(&ClassMap::new(&source, &exclude, &args.dataset.merge_list())?);
+        let exclude: Vec<String> = source
+            .names()
+            .iter()
+            .filter(|n| model.meta.classes.index_of(n).is_err())
+            .cloned()
+            .collect();
+        store = store.remap(&ClassMap::new(
+            &source,
+            &exclude,
+            &args.dataset.merge_list(),
+        )?);
         anyhow::ensure!(
             store.classes() == &model.meta.classes,
             "the data's classes ({}) do not map onto the model's ({})",
@@ -86,7 +94,12 @@ pub fn run(args: &EvalArgs) -> anyhow::Result<()> {
         (p, c)
     };
     if let Some(path) = &args.confusion_png {
-        let title = format!("{} on {} ({:.2} %)", model.meta.config.architecture, args.split, confusion.accuracy() * 100.0);
+        let title = format!(
+            "{} on {} ({:.2} %)",
+            model.meta.config.architecture,
+            args.split,
+            confusion.accuracy() * 100.0
+        );
         confusion_png(&confusion, &model.meta, &title, path)?;
     }
     let per_class = confusion.per_class();
@@ -108,7 +121,12 @@ pub fn run(args: &EvalArgs) -> anyhow::Result<()> {
         println!("{}", serde_json::to_string_pretty(&report)?);
         return Ok(());
     }
-    println!("{} on {} ({} images)", args.model.display(), args.split, rows.len());
+    println!(
+        "{} on {} ({} images)",
+        args.model.display(),
+        args.split,
+        rows.len()
+    );
     println!("accuracy {:.2} %", plain_confusion.accuracy() * 100.0);
     if tta != Tta::None {
         println!(
@@ -121,7 +139,12 @@ pub fn run(args: &EvalArgs) -> anyhow::Result<()> {
     println!("\n{}", per_class_table(&confusion, &model.meta));
     println!("errors per emotion (misclassified/total):");
     for (c, s) in per_class.iter().enumerate() {
-        println!("  {}: {}/{}", model.meta.classes.display_name(c), s.misclassified, s.support);
+        println!(
+            "  {}: {}/{}",
+            model.meta.classes.display_name(c),
+            s.misclassified,
+            s.support
+        );
     }
     println!("\nconfusion matrix (rows: true, columns: predicted)");
     print!("{:>10}", "");

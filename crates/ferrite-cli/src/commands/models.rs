@@ -16,9 +16,15 @@ pub struct ModelsArgs {
 
 pub fn run(args: &ModelsArgs) -> anyhow::Result<()> {
     let device = Device::flex();
-    println!("{:<14} {:>12} {:>14}  description", "model", "parameters", "MACs/image");
+    println!(
+        "{:<14} {:>12} {:>14}  description",
+        "model", "parameters", "MACs/image"
+    );
     for architecture in Architecture::ALL {
-        let config = ModelConfig { input_side: args.input_side, ..ModelConfig::new(architecture, args.classes) };
+        let config = ModelConfig {
+            input_side: args.input_side,
+            ..ModelConfig::new(architecture, args.classes)
+        };
         let network = config.init(&device)?;
         println!(
             "{:<14} {:>12} {:>14}  {}",
@@ -35,7 +41,7 @@ fn thousands(n: u64) -> String {
     let digits = n.to_string();
     let mut out = String::new();
     for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i) % 3 == 0 {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
             out.push(',');
         }
         out.push(c);

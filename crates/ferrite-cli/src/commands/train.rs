@@ -125,9 +125,19 @@ impl TrainArgs {
         if let Some(schedule) = self.schedule {
             c.schedule = match schedule {
                 ScheduleArg::Constant => Schedule::Constant,
-                ScheduleArg::Step => Schedule::Step { step_size: c.epochs.div_ceil(3).max(1), gamma: 0.1 },
-                ScheduleArg::Cosine => Schedule::Cosine { warmup_epochs: 1, min_lr: 0.0 },
-                ScheduleArg::Plateau => Schedule::ReduceOnPlateau { factor: 0.5, patience: 2, min_lr: 1e-6 },
+                ScheduleArg::Step => Schedule::Step {
+                    step_size: c.epochs.div_ceil(3).max(1),
+                    gamma: 0.1,
+                },
+                ScheduleArg::Cosine => Schedule::Cosine {
+                    warmup_epochs: 1,
+                    min_lr: 0.0,
+                },
+                ScheduleArg::Plateau => Schedule::ReduceOnPlateau {
+                    factor: 0.5,
+                    patience: 2,
+                    min_lr: 1e-6,
+                },
             };
         }
         if self.no_augment {
@@ -139,7 +149,10 @@ impl TrainArgs {
             c.sampling = Sampling::ClassBalanced;
         }
         if let Some(fraction) = self.random_split {
-            c.split = SplitPlan::Random { validation_fraction: fraction, seed: c.seed };
+            c.split = SplitPlan::Random {
+                validation_fraction: fraction,
+                seed: c.seed,
+            };
         }
         c.soft_labels |= self.soft_labels;
         c.dropout = self.dropout.or(c.dropout);
@@ -167,7 +180,10 @@ pub fn run(args: &TrainArgs) -> anyhow::Result<()> {
     let config = args.config()?;
     let data = args.dataset.load_unmapped()?;
     let out = args.out.clone().unwrap_or_else(|| {
-        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
         PathBuf::from(format!("runs/{}-{now}", config.model))
     });
     let options = RunOptions {
@@ -175,7 +191,8 @@ pub fn run(args: &TrainArgs) -> anyhow::Result<()> {
         progress: !args.quiet,
         device: Device::flex(),
     };
-    let outcome = ferrite_train::train(&config, &data, &out, &options).with_context(|| format!("training into {}", out.display()))?;
+    let outcome = ferrite_train::train(&config, &data, &out, &options)
+        .with_context(|| format!("training into {}", out.display()))?;
     println!(
         "best validation accuracy {:.2} % (epoch {}), {:.0} s; run folder {}",
         outcome.best_accuracy * 100.0,

@@ -1,0 +1,182 @@
+//! `ferrite train` killed mid-epoch and resumed, and `ferrite eval` agreeing with training,
+//! on small real subsets of FER2013 (SKIP when the data is absent).
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn ferrite() -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_ferrite"));
+    command.current_dir(root());
+    command
+}
+
+fn run(args: &[&str]) -> (bool, String, String) {
+    let out = ferrite().args(args).output().unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn metrics_epochs(dir: &Path) -> Vec<usize> {
+    std::fs::read_to_string(dir.join("metrics.csv"))
+        .unwrap()
+        .lines()
+        .skip(1)
+        .map(|l| l.split(',').next().unwrap().parse().unwrap())
+        .collect()
+}
+
+#[test]
+fn a_run_killed_mid_epoch_resumes_from_its_checkpoint_and_finishes() {
+    let Some(csv) = ferrite_data::locate::shared_csv_or_skip(&root(), "kill and resume") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("run");
+    let (csv, out_s) = (csv.to_str().unwrap(), out.to_str().unwrap());
+    let args = [
+        "train",
+        csv,
+        "--model",
+        "seed-cnn",
+        "--epochs",
+        "3",
+        "--limit-train",
+        "1500",
+        "--limit-validation",
+        "200",
+        "--out",
+        out_s,
+        "--quiet",
+    ];
+
+    let mut child = ferrite()
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    while !out.join("checkpoint.bin").exists() {
+        assert!(
+            started.elapsed() < Duration::from_secs(300),
+            "no checkpoint after 5 minutes"
+        );
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "training ended before its first checkpoint"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // The first epoch took `started.elapsed()`; a third of that into the second epoch is mid-epoch.
+    std::thread::sleep(started.elapsed() / 3);
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let done_before_kill = metrics_epochs(&out);
+    assert!(
+        !done_before_kill.is_empty() && done_before_kill.len() < 3,
+        "{done_before_kill:?}"
+    );
+
+    let (ok, _, stderr) = run(&[&args[..], &["--resume"]].concat());
+    assert!(ok, "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "resuming {out_s} after epoch {}",
+            done_before_kill.len()
+        )),
+        "{stderr}"
+    );
+    assert_eq!(metrics_epochs(&out), [1, 2, 3]);
+    assert!(out.join("report.md").is_file());
+}
+
+#[test]
+fn eval_reproduces_the_validation_accuracy_of_training() {
+    let Some(csv) = ferrite_data::locate::shared_csv_or_skip(&root(), "eval after train") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("run");
+    let (csv, out_s) = (csv.to_str().unwrap(), out.to_str().unwrap());
+    let args = [
+        "train",
+        csv,
+        "--model",
+        "mini-xception",
+        "--epochs",
+        "1",
+        "--limit-train",
+        "800",
+        "--exclude",
+        "disgust",
+        "--out",
+        out_s,
+        "--quiet",
+    ];
+    let (ok, _, stderr) = run(&args);
+    assert!(ok, "{stderr}");
+    let metrics = std::fs::read_to_string(out.join("metrics.csv")).unwrap();
+    let val_accuracy: f64 = metrics
+        .lines()
+        .nth(1)
+        .unwrap()
+        .split(',')
+        .nth(4)
+        .unwrap()
+        .parse()
+        .unwrap();
+
+    let model = out.join("best.ferrite");
+    let png = dir.path().join("confusion.png");
+    let (ok, stdout, stderr) = run(&[
+        "eval",
+        model.to_str().unwrap(),
+        csv,
+        "--tta",
+        "flip",
+        "--json",
+        "--confusion-png",
+        png.to_str().unwrap(),
+    ]);
+    assert!(ok, "{stderr}");
+    let report: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(report["images"], 3589 - 56, "PublicTest without Disgust");
+    assert_eq!(report["classes"].as_array().unwrap().len(), 6);
+    let plain = report["accuracy_without_tta"].as_f64().unwrap();
+    assert!(
+        (plain - val_accuracy).abs() < 1e-6,
+        "eval {plain} vs training {val_accuracy}"
+    );
+    assert!(report["accuracy"].as_f64().unwrap() > 0.0);
+    let per_class_total: u64 = report["per_class"]
+        .as_object()
+        .unwrap()
+        .values()
+        .map(|s| s["support"].as_u64().unwrap())
+        .sum();
+    assert_eq!(per_class_total, 3589 - 56);
+    assert!(png.is_file());
+}
+
+#[test]
+fn models_lists_the_zoo() {
+    let (ok, stdout, _) = run(&["models"]);
+    assert!(ok);
+    for name in [
+        "seed-cnn",
+        "seed-wide",
+        "dexpression",
+        "mini-xception",
+        "vgg",
+    ] {
+        assert!(stdout.contains(name), "{name} missing from\n{stdout}");
+    }
+}

@@ -14,6 +14,7 @@
 //!
 //! Data flows one way: this crate knows nothing of models or training.
 
+pub mod atomic;
 pub mod augment;
 pub mod batcher;
 pub mod classes;

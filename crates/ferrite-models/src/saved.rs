@@ -3,7 +3,6 @@
 //! (burnpack bytes, batch-norm running statistics included). `eval`, `predict` and `serve`
 //! need nothing else. Writes are atomic: a temporary file beside the target, then a rename.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use burn::prelude::*;
@@ -138,23 +137,12 @@ impl SavedModel {
     }
 }
 
-/// Writes `bytes` to `path` through a temporary file in the same folder and a rename, so a
-/// reader (or a killed run) sees the old file or the new one, never half of one.
+/// [`ferrite_data::atomic::write_atomic`], with the error naming the file.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), ModelError> {
-    let io_error = |source| ModelError::Io {
+    ferrite_data::atomic::write_atomic(path, bytes).map_err(|source| ModelError::Io {
         path: path.to_path_buf(),
         source,
-    };
-    let dir = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p,
-        _ => Path::new("."),
-    };
-    std::fs::create_dir_all(dir).map_err(io_error)?;
-    let mut file = tempfile::NamedTempFile::new_in(dir).map_err(io_error)?;
-    file.write_all(bytes).map_err(io_error)?;
-    file.as_file().sync_all().map_err(io_error)?;
-    file.persist(path).map_err(|e| io_error(e.error))?;
-    Ok(())
+    })
 }
 
 #[cfg(test)]

@@ -212,28 +212,14 @@ pub fn train(
         );
         network = trained;
         let eval = network.valid();
-        let probabilities = predict_probabilities(
-            &eval,
-            &setup.store,
-            &setup.val_rows,
-            &setup.batch.for_evaluation(),
-            Tta::None,
-            &plain,
-        );
-        let targets: Vec<u8> = setup
-            .val_rows
-            .iter()
-            .map(|&i| setup.store.label(i))
-            .collect();
-        let k = setup.meta.classes.len();
-        let val_accuracy =
-            Confusion::from_predictions(&targets, &argmax_rows(&probabilities, k), k).accuracy();
+        let validation = validate(&eval, &setup, &plain);
+        let val_accuracy = validation.confusion.accuracy();
         let seconds = started.elapsed().as_secs_f64();
         let record = EpochRecord {
             epoch: epoch + 1,
             train_loss,
             train_accuracy,
-            val_loss: log_loss(&probabilities, &targets, k),
+            val_loss: validation.loss,
             val_accuracy,
             learning_rate: config.schedule.rate(
                 config.learning_rate,
@@ -296,24 +282,7 @@ pub fn train(
     }
 
     let best = SavedModel::load(&run_dir.join("best.ferrite"), &plain)?;
-    let probabilities = predict_probabilities(
-        &best.network,
-        &setup.store,
-        &setup.val_rows,
-        &setup.batch.for_evaluation(),
-        Tta::None,
-        &plain,
-    );
-    let targets: Vec<u8> = setup
-        .val_rows
-        .iter()
-        .map(|&i| setup.store.label(i))
-        .collect();
-    let confusion = Confusion::from_predictions(
-        &targets,
-        &argmax_rows(&probabilities, best.meta.classes.len()),
-        best.meta.classes.len(),
-    );
+    let confusion = validate(&best.network, &setup, &plain).confusion;
     let outcome = TrainOutcome {
         run_dir: run_dir.to_path_buf(),
         best_accuracy: state.best_accuracy,
@@ -325,6 +294,34 @@ pub fn train(
     };
     report::write_run_report(&outcome, config, &best.meta)?;
     Ok(outcome)
+}
+
+struct Validation {
+    loss: f64,
+    confusion: Confusion,
+}
+
+/// Predicts the validation rows with an inference network on the plain device.
+fn validate(network: &Network, setup: &Setup, plain: &Device) -> Validation {
+    let batch = setup.batch.for_evaluation();
+    let probabilities = predict_probabilities(
+        network,
+        &setup.store,
+        &setup.val_rows,
+        &batch,
+        Tta::None,
+        plain,
+    );
+    let targets: Vec<u8> = setup
+        .val_rows
+        .iter()
+        .map(|&i| setup.store.label(i))
+        .collect();
+    let k = setup.meta.classes.len();
+    Validation {
+        loss: log_loss(&probabilities, &targets, k),
+        confusion: Confusion::from_predictions(&targets, &argmax_rows(&probabilities, k), k),
+    }
 }
 
 /// Facts for the model card, saved inside every model file.

@@ -1,4 +1,4 @@
-use std::io::{Cursor, Write};
+use std::io::Cursor;
 use std::path::{Path, PathBuf};
 
 use image::{DynamicImage, ImageFormat};
@@ -26,17 +26,9 @@ pub fn encode_png(image: impl Into<DynamicImage>) -> Result<Vec<u8>, VizError> {
 /// Encodes and writes a PNG atomically (a killed run never leaves half a picture).
 pub fn save_png(image: impl Into<DynamicImage>, path: &Path) -> Result<(), VizError> {
     let bytes = encode_png(image)?;
-    let io_error = |source| VizError::Io {
+    ferrite_data::atomic::write_atomic(path, &bytes).map_err(|source| VizError::Io {
         path: path.to_path_buf(),
         source,
-    };
-    let dir = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p,
-        _ => Path::new("."),
-    };
-    std::fs::create_dir_all(dir).map_err(io_error)?;
-    let mut file = tempfile::NamedTempFile::new_in(dir).map_err(io_error)?;
-    file.write_all(&bytes).map_err(io_error)?;
-    file.persist(path).map_err(|e| io_error(e.error))?;
+    })?;
     Ok(())
 }

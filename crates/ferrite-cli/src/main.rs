@@ -24,6 +24,9 @@ enum Command {
     Models(commands::models::ModelsArgs),
     /// Train a model; writes a run folder (config, metrics CSV, best/last model, report).
     Train(Box<commands::train::TrainArgs>),
+    /// Run the same training over a list of values (batch size, learning rate, model,
+    /// augmentation) and seeds; writes a comparison table and curves.
+    Sweep(Box<commands::sweep::SweepArgs>),
     /// Evaluate a saved model: accuracy, per-class P/R/F1, errors per emotion, confusion matrix.
     Eval(commands::eval::EvalArgs),
 }
@@ -34,5 +37,6 @@ fn main() -> anyhow::Result<()> {
         Command::Models(args) => commands::models::run(&args),
         Command::Train(args) => commands::train::run(&args),
         Command::Eval(args) => commands::eval::run(&args),
+        Command::Sweep(args) => commands::sweep::run(&args),
     }
 }

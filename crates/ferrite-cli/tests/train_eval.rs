@@ -180,3 +180,54 @@ fn models_lists_the_zoo() {
         assert!(stdout.contains(name), "{name} missing from\n{stdout}");
     }
 }
+
+#[test]
+fn sweep_compares_batch_sizes_over_seeds_and_reuses_finished_runs() {
+    let Some(csv) = ferrite_data::locate::shared_csv_or_skip(&root(), "sweep") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("sweep");
+    let (csv, out_s) = (csv.to_str().unwrap(), out.to_str().unwrap());
+    let args = [
+        "sweep",
+        csv,
+        "--batch-sizes",
+        "16,32",
+        "--seeds",
+        "2",
+        "--epochs",
+        "1",
+        "--limit-train",
+        "200",
+        "--limit-validation",
+        "100",
+        "--out",
+        out_s,
+        "--quiet",
+    ];
+    let (ok, stdout, stderr) = run(&args);
+    assert!(ok, "{stderr}");
+    assert!(
+        stdout.contains("16") && stdout.contains("32") && stdout.contains('±'),
+        "{stdout}"
+    );
+    let table = std::fs::read_to_string(out.join("sweep.csv")).unwrap();
+    assert_eq!(table.lines().count(), 1 + 4, "{table}");
+    assert!(out.join("sweep.md").is_file() && out.join("sweep.png").is_file());
+    for run in [
+        "batch_size-16-seed42",
+        "batch_size-16-seed43",
+        "batch_size-32-seed42",
+        "batch_size-32-seed43",
+    ] {
+        assert!(out.join(run).join("best.ferrite").is_file(), "{run}");
+    }
+    let (ok, _, stderr) = run(&args);
+    assert!(ok, "{stderr}");
+    assert_eq!(stderr.matches("already finished").count(), 4, "{stderr}");
+    assert_eq!(
+        std::fs::read_to_string(out.join("sweep.csv")).unwrap(),
+        table
+    );
+}

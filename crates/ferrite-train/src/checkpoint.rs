@@ -54,34 +54,66 @@ pub fn save(
     Ok(write_atomic(path, &bytes)?)
 }
 
-pub fn load(path: &Path, device: &Device) -> Result<Checkpoint, TrainError> {
-    let corrupt = |message: &str| TrainError::Checkpoint {
-        path: path.to_path_buf(),
-        message: message.to_string(),
-    };
-    let bytes = std::fs::read(path).map_err(|source| TrainError::Io {
+/// Only the training state (history, best epoch…), without building the model.
+pub fn load_state(path: &Path) -> Result<TrainState, TrainError> {
+    let bytes = read(path)?;
+    let mut sections = Sections::new(path, &bytes)?;
+    sections.state()
+}
+
+fn read(path: &Path) -> Result<Vec<u8>, TrainError> {
+    std::fs::read(path).map_err(|source| TrainError::Io {
         path: path.to_path_buf(),
         source,
-    })?;
-    let mut rest = bytes
-        .strip_prefix(MAGIC)
-        .ok_or_else(|| corrupt("not a ferrite checkpoint"))?;
-    let mut next = || -> Result<&[u8], TrainError> {
-        let (length, tail) = rest
+    })
+}
+
+/// Reads the length-prefixed sections after the magic.
+struct Sections<'a> {
+    path: &'a Path,
+    rest: &'a [u8],
+}
+
+impl<'a> Sections<'a> {
+    fn new(path: &'a Path, bytes: &'a [u8]) -> Result<Self, TrainError> {
+        let rest = bytes
+            .strip_prefix(MAGIC)
+            .ok_or_else(|| corrupt(path, "not a ferrite checkpoint"))?;
+        Ok(Self { path, rest })
+    }
+
+    fn next(&mut self) -> Result<&'a [u8], TrainError> {
+        let (length, tail) = self
+            .rest
             .split_at_checked(8)
-            .ok_or_else(|| corrupt("truncated"))?;
+            .ok_or_else(|| corrupt(self.path, "truncated"))?;
         let length = u64::from_le_bytes(length.try_into().expect("8 bytes"));
         let (data, tail) = usize::try_from(length)
             .ok()
             .and_then(|n| tail.split_at_checked(n))
-            .ok_or_else(|| corrupt("truncated"))?;
-        rest = tail;
+            .ok_or_else(|| corrupt(self.path, "truncated"))?;
+        self.rest = tail;
         Ok(data)
-    };
-    let state: TrainState =
-        serde_json::from_slice(next()?).map_err(|e| corrupt(&format!("state: {e}")))?;
-    let model = SavedModel::from_bytes(next()?, device, &path.display().to_string())?;
-    let optimizer = Bytes::from_bytes_vec(next()?.to_vec());
+    }
+
+    fn state(&mut self) -> Result<TrainState, TrainError> {
+        serde_json::from_slice(self.next()?).map_err(|e| corrupt(self.path, &format!("state: {e}")))
+    }
+}
+
+fn corrupt(path: &Path, message: &str) -> TrainError {
+    TrainError::Checkpoint {
+        path: path.to_path_buf(),
+        message: message.to_string(),
+    }
+}
+
+pub fn load(path: &Path, device: &Device) -> Result<Checkpoint, TrainError> {
+    let bytes = read(path)?;
+    let mut sections = Sections::new(path, &bytes)?;
+    let state = sections.state()?;
+    let model = SavedModel::from_bytes(sections.next()?, device, &path.display().to_string())?;
+    let optimizer = Bytes::from_bytes_vec(sections.next()?.to_vec());
     Ok(Checkpoint {
         state,
         model,

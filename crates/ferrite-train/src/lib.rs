@@ -17,6 +17,7 @@ pub mod config;
 pub mod metrics;
 pub mod report;
 pub mod schedule;
+pub mod sweep;
 mod trainer;
 
 use std::path::PathBuf;

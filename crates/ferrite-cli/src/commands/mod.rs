@@ -2,4 +2,5 @@ pub mod data;
 pub mod dataset;
 pub mod eval;
 pub mod models;
+pub mod sweep;
 pub mod train;

@@ -14,13 +14,13 @@ use super::dataset::DatasetArgs;
 #[derive(Args)]
 pub struct TrainArgs {
     #[command(flatten)]
-    dataset: DatasetArgs,
+    pub dataset: DatasetArgs,
     /// A TOML training config; flags override its keys.
     #[arg(long)]
     config: Option<PathBuf>,
-    /// Run folder (default runs/<model>-<unix time>).
+    /// Output folder (default runs/<model>-<unix time>, or runs/sweep-<unix time> for a sweep).
     #[arg(long)]
-    out: Option<PathBuf>,
+    pub out: Option<PathBuf>,
     /// Continue the run in --out from its last checkpoint.
     #[arg(long, requires = "out")]
     resume: bool,
@@ -81,7 +81,7 @@ pub struct TrainArgs {
     limit_validation: Option<usize>,
     /// Print one line per epoch, no progress bars.
     #[arg(long)]
-    quiet: bool,
+    pub quiet: bool,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -101,7 +101,7 @@ enum ScheduleArg {
 
 impl TrainArgs {
     /// The config file (or defaults) with every given flag applied.
-    fn config(&self) -> anyhow::Result<TrainConfig> {
+    pub fn config(&self) -> anyhow::Result<TrainConfig> {
         let mut c = match &self.config {
             Some(path) => TrainConfig::load(path)?,
             None => TrainConfig::default(),
@@ -168,6 +168,15 @@ impl TrainArgs {
         }
         Ok(c)
     }
+}
+
+/// `runs/<name>-<unix time>`.
+pub fn default_out(name: &str) -> PathBuf {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    PathBuf::from(format!("runs/{name}-{now}"))
 }
 
 fn set<T>(slot: &mut T, value: Option<T>) {

@@ -24,6 +24,8 @@ enum Command {
     Models(commands::models::ModelsArgs),
     /// Train a model; writes a run folder (config, metrics CSV, best/last model, report).
     Train(Box<commands::train::TrainArgs>),
+    /// Predict every training image and list the misclassified ones (hard-data mining).
+    Mine(commands::mine::MineArgs),
     /// Run the same training over a list of values (batch size, learning rate, model,
     /// augmentation) and seeds; writes a comparison table and curves.
     Sweep(Box<commands::sweep::SweepArgs>),
@@ -38,5 +40,6 @@ fn main() -> anyhow::Result<()> {
         Command::Train(args) => commands::train::run(&args),
         Command::Eval(args) => commands::eval::run(&args),
         Command::Sweep(args) => commands::sweep::run(&args),
+        Command::Mine(args) => commands::mine::run(&args),
     }
 }

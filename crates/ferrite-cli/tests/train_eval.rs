@@ -231,3 +231,74 @@ fn sweep_compares_batch_sizes_over_seeds_and_reuses_finished_runs() {
         table
     );
 }
+
+#[test]
+fn hard_mining_runs_normal_hard_and_rebalance_phases_with_a_capped_hard_set() {
+    let Some(csv_path) = ferrite_data::locate::shared_csv_or_skip(&root(), "hard mining") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("mining");
+    let (csv, out_s) = (csv_path.to_str().unwrap(), out.to_str().unwrap());
+    let args = [
+        "train",
+        csv,
+        "--hard-mining",
+        "--epochs",
+        "1",
+        "--hard-epochs",
+        "1",
+        "--rebalance-epochs",
+        "1",
+        "--hard-cap",
+        "0.3",
+        "--limit-train",
+        "300",
+        "--limit-validation",
+        "200",
+        "--out",
+        out_s,
+        "--quiet",
+    ];
+    let (ok, stdout, stderr) = run(&args);
+    assert!(ok, "{stderr}");
+    for phase in ["normal", "round 1 hard", "round 1 rebalance"] {
+        assert!(stdout.contains(phase), "{phase} missing from {stdout}");
+    }
+    for folder in ["round0-normal", "round1-hard", "round1-rebalance"] {
+        assert!(out.join(folder).join("metrics.csv").is_file(), "{folder}");
+    }
+    assert!(out.join("hard-mining.md").is_file() && out.join("hard-mining.png").is_file());
+    assert!(stderr.contains("starting from the weights of"), "{stderr}");
+
+    let data = ferrite_data::fer2013::load(&csv_path, Default::default())
+        .unwrap()
+        .store;
+    let rows: Vec<usize> = std::fs::read_to_string(out.join("round1-hard-rows.txt"))
+        .unwrap()
+        .lines()
+        .map(|l| l.parse().unwrap())
+        .collect();
+    assert!(!rows.is_empty());
+    assert!(
+        rows.iter()
+            .all(|&r| data.split(r) == ferrite_data::Split::Training),
+        "hard rows come from Training only"
+    );
+    let mut per_class = [0usize; 7];
+    rows.iter()
+        .for_each(|&r| per_class[data.label(r) as usize] += 1);
+    let mined: usize = stderr
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("round 1: ")
+                .and_then(|l| l.split(' ').next())
+                .and_then(|n| n.parse().ok())
+        })
+        .unwrap();
+    let limit = (0.3 * mined as f64).ceil() as usize;
+    assert!(
+        per_class.iter().all(|&n| n <= limit),
+        "{per_class:?} exceeds {limit} of {mined}"
+    );
+}

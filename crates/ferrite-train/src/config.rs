@@ -2,7 +2,7 @@
 //! (`batch_size`, `rotation_range`, `patience`…), and a run is reproducible from its saved
 //! `config.toml` alone.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use ferrite_data::{AugmentConfig, Normalization, Sampling, SplitPlan};
 use ferrite_models::{Architecture, ModelConfig};
@@ -54,6 +54,11 @@ pub struct TrainConfig {
     pub limit_train: Option<usize>,
     /// Validate on at most this many validation rows.
     pub limit_validation: Option<usize>,
+    /// Start from this saved model's weights instead of a fresh initialisation.
+    pub init_from: Option<PathBuf>,
+    /// Train only on the FER2013 data rows listed in this file (one per line), e.g. a
+    /// hard set from `ferrite mine`.
+    pub train_rows_file: Option<PathBuf>,
 }
 
 impl Default for TrainConfig {
@@ -83,6 +88,8 @@ impl Default for TrainConfig {
             patience: None,
             limit_train: None,
             limit_validation: None,
+            init_from: None,
+            train_rows_file: None,
         }
     }
 }

@@ -15,6 +15,7 @@
 mod checkpoint;
 pub mod config;
 pub mod metrics;
+pub mod mining;
 pub mod report;
 pub mod schedule;
 pub mod sweep;

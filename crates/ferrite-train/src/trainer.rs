@@ -88,7 +88,19 @@ fn setup<'a>(config: &TrainConfig, data: &'a FaceStore) -> Result<Setup<'a>, Tra
         }
         _ => rows,
     };
-    let train_rows = limit(split.train, config.limit_train, 1);
+    let mut train_rows = split.train;
+    if let Some(file) = &config.train_rows_file {
+        let wanted: std::collections::HashSet<u32> =
+            crate::mining::read_rows(file)?.into_iter().collect();
+        train_rows.retain(|&i| wanted.contains(&store.source_row(i)));
+        if train_rows.is_empty() {
+            return Err(TrainError::Config {
+                origin: file.display().to_string(),
+                message: "lists none of the training rows of this data".into(),
+            });
+        }
+    }
+    let train_rows = limit(train_rows, config.limit_train, 1);
     let val_rows = limit(split.validation, config.limit_validation, 2);
     let batch = BatchConfig {
         batch_size: config.batch_size,
@@ -181,7 +193,32 @@ pub fn train(
                 path: run_dir.to_path_buf(),
             });
         }
-        let network = setup.meta.config.init(&autodiff)?;
+        let network = match &config.init_from {
+            Some(path) => {
+                let start = SavedModel::load(path, &autodiff)?;
+                let (a, b) = (&start.meta.config, &setup.meta.config);
+                if (a.architecture, a.num_classes, a.input_side, a.width)
+                    != (b.architecture, b.num_classes, b.input_side, b.width)
+                    || start.meta.classes != setup.meta.classes
+                {
+                    return Err(TrainError::Config {
+                        origin: path.display().to_string(),
+                        message: format!(
+                            "is a {}-class {} at {} px; this run trains a {}-class {} at {} px",
+                            a.num_classes,
+                            a.architecture,
+                            a.input_side,
+                            b.num_classes,
+                            b.architecture,
+                            b.input_side
+                        ),
+                    });
+                }
+                eprintln!("starting from the weights of {}", path.display());
+                start.network
+            }
+            None => setup.meta.config.init(&autodiff)?,
+        };
         let state = TrainState {
             config: config.clone(),
             epochs_done: 0,

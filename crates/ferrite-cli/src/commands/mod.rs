@@ -1,6 +1,7 @@
 pub mod data;
 pub mod dataset;
 pub mod eval;
+pub mod mine;
 pub mod models;
 pub mod sweep;
 pub mod train;

@@ -7,6 +7,7 @@ use burn::prelude::Device;
 use clap::{Args, ValueEnum};
 use ferrite_data::{AugmentConfig, Sampling, SplitPlan};
 use ferrite_models::Architecture;
+use ferrite_train::mining::{MiningPlan, run_hard_mining};
 use ferrite_train::{OptimizerKind, RunOptions, Schedule, TrainConfig};
 
 use super::dataset::DatasetArgs;
@@ -79,6 +80,28 @@ pub struct TrainArgs {
     /// Validate on a seeded subset of this many images.
     #[arg(long)]
     limit_validation: Option<usize>,
+    /// Start from this saved model's weights.
+    #[arg(long, value_name = "MODEL")]
+    init_from: Option<PathBuf>,
+    /// Train only on the data rows listed in this file (e.g. a hard set from `ferrite mine`).
+    #[arg(long, value_name = "FILE")]
+    train_rows: Option<PathBuf>,
+    /// Hard-data mining: mine the misclassified training images, train on them, then
+    /// train normally again to rebalance (--rounds, --hard-epochs, --rebalance-epochs).
+    #[arg(long)]
+    hard_mining: bool,
+    /// Hard mining: start from this trained model instead of a first normal training.
+    #[arg(long, value_name = "MODEL", requires = "hard_mining")]
+    mine_from: Option<PathBuf>,
+    #[arg(long, default_value_t = 1, requires = "hard_mining")]
+    rounds: usize,
+    #[arg(long, default_value_t = 2, requires = "hard_mining")]
+    hard_epochs: usize,
+    #[arg(long, default_value_t = 5, requires = "hard_mining")]
+    rebalance_epochs: usize,
+    /// Hard mining: no class may make up more than this share of the hard set.
+    #[arg(long, requires = "hard_mining")]
+    hard_cap: Option<f64>,
     /// Print one line per epoch, no progress bars.
     #[arg(long)]
     pub quiet: bool,
@@ -159,6 +182,8 @@ impl TrainArgs {
         c.patience = self.patience.or(c.patience);
         c.limit_train = self.limit_train.or(c.limit_train);
         c.limit_validation = self.limit_validation.or(c.limit_validation);
+        c.init_from = self.init_from.clone().or(c.init_from);
+        c.train_rows_file = self.train_rows.clone().or(c.train_rows_file);
         let (exclude, merge) = (self.dataset.exclude_list(), self.dataset.merge_list());
         if !exclude.is_empty() {
             c.exclude = exclude;
@@ -200,6 +225,34 @@ pub fn run(args: &TrainArgs) -> anyhow::Result<()> {
         progress: !args.quiet,
         device: Device::flex(),
     };
+    if args.hard_mining {
+        let plan = MiningPlan {
+            rounds: args.rounds,
+            hard_epochs: args.hard_epochs,
+            rebalance_epochs: args.rebalance_epochs,
+            cap: args.hard_cap,
+        };
+        let phases = run_hard_mining(
+            &config,
+            &plan,
+            args.mine_from.as_deref(),
+            &data,
+            &out,
+            &options,
+        )?;
+        for phase in &phases {
+            let last = phase.history.last().map_or(0.0, |r| r.val_accuracy);
+            println!(
+                "{:<20} best val {:.2} %  last val {:.2} %  {}",
+                phase.name,
+                phase.best_accuracy * 100.0,
+                last * 100.0,
+                phase.run_dir.display()
+            );
+        }
+        println!("summary: {}", out.join("hard-mining.md").display());
+        return Ok(());
+    }
     let outcome = ferrite_train::train(&config, &data, &out, &options)
         .with_context(|| format!("training into {}", out.display()))?;
     println!(

@@ -1,0 +1,62 @@
+//! `ferrite mine <model>`: which training images does a model get wrong?
+
+use std::path::PathBuf;
+
+use burn::prelude::Device;
+use clap::Args;
+use ferrite_data::{ClassMap, Split};
+use ferrite_models::SavedModel;
+use ferrite_train::mining::{mine, write_rows};
+
+use super::dataset::DatasetArgs;
+
+#[derive(Args)]
+pub struct MineArgs {
+    /// A saved model (.ferrite).
+    model: PathBuf,
+    #[command(flatten)]
+    dataset: DatasetArgs,
+    /// Where to write the misclassified rows (FER2013 data-row numbers, one per line);
+    /// `ferrite train --train-rows FILE` trains on them.
+    #[arg(long, default_value = "runs/hard-rows.txt")]
+    out: PathBuf,
+    /// No class may make up more than this share of the hard set.
+    #[arg(long)]
+    cap: Option<f64>,
+}
+
+pub fn run(args: &MineArgs) -> anyhow::Result<()> {
+    let device = Device::flex();
+    let model = SavedModel::load(&args.model, &device)?;
+    let data = args.dataset.load_unmapped()?;
+    let source = data.classes().clone();
+    let exclude: Vec<String> = source
+        .names()
+        .iter()
+        .filter(|n| model.meta.classes.index_of(n).is_err())
+        .cloned()
+        .collect();
+    let store = data.remap(&ClassMap::new(
+        &source,
+        &exclude,
+        &args.dataset.merge_list(),
+    )?);
+    anyhow::ensure!(
+        store.classes() == &model.meta.classes,
+        "the data's classes do not map onto the model's"
+    );
+    let rows = store.indices_of(Split::Training);
+    anyhow::ensure!(!rows.is_empty(), "the data has no Training rows");
+    let hard = mine(&model, &store, &rows, args.cap, &device);
+    println!(
+        "misclassified training images: {} of {}",
+        hard.rows.len(),
+        rows.len()
+    );
+    for (c, (wrong, total)) in hard.per_class.iter().enumerate() {
+        println!("  {}: {wrong}/{total}", store.classes().display_name(c));
+    }
+    write_rows(&args.out, &store, &hard.rows)?;
+    println!("wrote {}", args.out.display());
+    Ok(())
+}

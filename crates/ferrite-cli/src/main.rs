@@ -24,6 +24,8 @@ enum Command {
     Models(commands::models::ModelsArgs),
     /// Train a model; writes a run folder (config, metrics CSV, best/last model, report).
     Train(Box<commands::train::TrainArgs>),
+    /// Find every face in pictures or folders, classify its emotion, print JSON or CSV.
+    Predict(Box<commands::predict::PredictArgs>),
     /// Predict every training image and list the misclassified ones (hard-data mining).
     Mine(commands::mine::MineArgs),
     /// Run the same training over a list of values (batch size, learning rate, model,
@@ -41,5 +43,6 @@ fn main() -> anyhow::Result<()> {
         Command::Eval(args) => commands::eval::run(&args),
         Command::Sweep(args) => commands::sweep::run(&args),
         Command::Mine(args) => commands::mine::run(&args),
+        Command::Predict(args) => commands::predict::run(&args),
     }
 }

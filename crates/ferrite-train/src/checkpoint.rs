@@ -25,6 +25,9 @@ pub struct TrainState {
     pub best_accuracy: f64,
     pub best_epoch: usize,
     pub seconds: f64,
+    /// Early stopping ended the run: a resume has nothing left to do.
+    #[serde(default)]
+    pub stopped_early: bool,
 }
 
 pub struct Checkpoint {

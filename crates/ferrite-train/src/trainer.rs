@@ -163,73 +163,8 @@ pub fn train(
     let plain = options.device.clone();
     let autodiff = plain.clone().autodiff();
     plain.seed(config.seed);
-    let checkpoint_path = run_dir.join("checkpoint.bin");
-
-    let (mut network, mut optim, mut state) = if options.resume && checkpoint_path.exists() {
-        let restored = checkpoint::load(&checkpoint_path, &autodiff)?;
-        if restored.state.config != *config {
-            return Err(TrainError::Checkpoint {
-                path: checkpoint_path,
-                message:
-                    "was written with a different config; resume with the run's own config.toml"
-                        .into(),
-            });
-        }
-        let optim = optimizer(config)
-            .from_bytes(restored.optimizer)
-            .map_err(|e| TrainError::Checkpoint {
-                path: checkpoint_path.clone(),
-                message: format!("optimizer state: {e}"),
-            })?;
-        eprintln!(
-            "resuming {} after epoch {}",
-            run_dir.display(),
-            restored.state.epochs_done
-        );
-        (restored.model.network, optim, restored.state)
-    } else {
-        if checkpoint_path.exists() {
-            return Err(TrainError::RunExists {
-                path: run_dir.to_path_buf(),
-            });
-        }
-        let network = match &config.init_from {
-            Some(path) => {
-                let start = SavedModel::load(path, &autodiff)?;
-                let (a, b) = (&start.meta.config, &setup.meta.config);
-                if (a.architecture, a.num_classes, a.input_side, a.width)
-                    != (b.architecture, b.num_classes, b.input_side, b.width)
-                    || start.meta.classes != setup.meta.classes
-                {
-                    return Err(TrainError::Config {
-                        origin: path.display().to_string(),
-                        message: format!(
-                            "is a {}-class {} at {} px; this run trains a {}-class {} at {} px",
-                            a.num_classes,
-                            a.architecture,
-                            a.input_side,
-                            b.num_classes,
-                            b.architecture,
-                            b.input_side
-                        ),
-                    });
-                }
-                eprintln!("starting from the weights of {}", path.display());
-                start.network
-            }
-            None => setup.meta.config.init(&autodiff)?,
-        };
-        let state = TrainState {
-            config: config.clone(),
-            epochs_done: 0,
-            history: Vec::new(),
-            plateau: PlateauState::default(),
-            best_accuracy: -1.0,
-            best_epoch: 0,
-            seconds: 0.0,
-        };
-        (network, optimizer(config), state)
-    };
+    let (mut network, mut optim, mut state) =
+        start_or_resume(config, &setup, run_dir, &autodiff, options.resume)?;
     write_atomic(&run_dir.join("config.toml"), config.to_toml().as_bytes())?;
     eprintln!(
         "training {} ({} parameters) on {} images, validating on {}, {} classes: {}",
@@ -240,71 +175,25 @@ pub fn train(
         setup.meta.classes.len(),
         setup.meta.classes.names().join(", ")
     );
-
-    let mut stopped_early = false;
-    for epoch in state.epochs_done..config.epochs {
+    let first_epoch = if state.stopped_early {
+        config.epochs
+    } else {
+        state.epochs_done
+    };
+    for epoch in first_epoch..config.epochs {
         let started = Instant::now();
         let (trained, train_loss, train_accuracy) = train_epoch(
             network, &mut optim, &setup, config, &state, epoch, &autodiff, options,
         );
         network = trained;
-        let eval = network.valid();
-        let validation = validate(&eval, &setup, &plain);
-        let val_accuracy = validation.confusion.accuracy();
-        let seconds = started.elapsed().as_secs_f64();
-        let record = EpochRecord {
-            epoch: epoch + 1,
+        let trained = EpochResult {
+            network: &network,
+            optim: &optim,
             train_loss,
             train_accuracy,
-            val_loss: validation.loss,
-            val_accuracy,
-            learning_rate: config.schedule.rate(
-                config.learning_rate,
-                epoch as f64 + 1.0 - 1e-9,
-                config.epochs,
-                &state.plateau,
-            ),
-            seconds,
-            images_per_second: setup.train_rows.len() as f64 / seconds,
+            started,
         };
-        eprintln!(
-            "epoch {:>3}/{}  loss {:.4}  acc {:.4}  val_loss {:.4}  val_acc {:.4}  lr {:.2e}  {:.0} s  {:.0} img/s",
-            record.epoch,
-            config.epochs,
-            record.train_loss,
-            record.train_accuracy,
-            record.val_loss,
-            record.val_accuracy,
-            record.learning_rate,
-            record.seconds,
-            record.images_per_second
-        );
-        state.history.push(record);
-        state.epochs_done = epoch + 1;
-        state.seconds += seconds;
-        config.schedule.observe(val_accuracy, &mut state.plateau);
-        let mut model = SavedModel {
-            meta: setup.meta.clone(),
-            network: eval,
-        };
-        model.meta.card = card(config, &state, &setup);
-        if val_accuracy > state.best_accuracy {
-            state.best_accuracy = val_accuracy;
-            state.best_epoch = epoch + 1;
-            model.meta.card = card(config, &state, &setup);
-            model.save(&run_dir.join("best.ferrite"))?;
-        }
-        model.save(&run_dir.join("last.ferrite"))?;
-        report::write_metrics_csv(&run_dir.join("metrics.csv"), &state.history)?;
-        let optimizer_bytes = optim.into_bytes().map_err(|e| TrainError::Checkpoint {
-            path: checkpoint_path.clone(),
-            message: format!("optimizer state: {e}"),
-        })?;
-        let training_copy = SavedModel {
-            meta: setup.meta.clone(),
-            network: network.clone(),
-        };
-        checkpoint::save(&checkpoint_path, &state, &training_copy, &optimizer_bytes)?;
+        end_epoch(trained, &setup, config, &mut state, run_dir, &plain)?;
         if config
             .patience
             .is_some_and(|p| epoch + 1 - state.best_epoch > p)
@@ -313,7 +202,8 @@ pub fn train(
                 "early stopping: no improvement for {} epochs",
                 epoch + 1 - state.best_epoch
             );
-            stopped_early = true;
+            state.stopped_early = true;
+            save_checkpoint(&network, &optim, &setup, &state, run_dir)?;
             break;
         }
     }
@@ -326,11 +216,188 @@ pub fn train(
         best_epoch: state.best_epoch,
         history: state.history,
         seconds: state.seconds,
-        stopped_early,
+        stopped_early: state.stopped_early,
         confusion,
     };
     report::write_run_report(&outcome, config, &best.meta)?;
     Ok(outcome)
+}
+
+/// A fresh start (new weights, or `init_from`'s), or the state of `checkpoint.bin` when resuming.
+fn start_or_resume(
+    config: &TrainConfig,
+    setup: &Setup,
+    run_dir: &Path,
+    autodiff: &Device,
+    resume: bool,
+) -> Result<(Network, ModuleOptimizer, TrainState), TrainError> {
+    let checkpoint_path = run_dir.join("checkpoint.bin");
+    if resume && checkpoint_path.exists() {
+        let restored = checkpoint::load(&checkpoint_path, autodiff)?;
+        let problem = |message: String| TrainError::Checkpoint {
+            path: checkpoint_path.clone(),
+            message,
+        };
+        if restored.state.config != *config {
+            return Err(problem(
+                "was written with a different config; resume with the run's own config.toml".into(),
+            ));
+        }
+        let optim = optimizer(config)
+            .from_bytes(restored.optimizer)
+            .map_err(|e| problem(format!("optimizer state: {e}")))?;
+        eprintln!(
+            "resuming {} after epoch {}",
+            run_dir.display(),
+            restored.state.epochs_done
+        );
+        return Ok((restored.model.network, optim, restored.state));
+    }
+    if checkpoint_path.exists() {
+        return Err(TrainError::RunExists {
+            path: run_dir.to_path_buf(),
+        });
+    }
+    let state = TrainState {
+        config: config.clone(),
+        epochs_done: 0,
+        history: Vec::new(),
+        plateau: PlateauState::default(),
+        best_accuracy: -1.0,
+        best_epoch: 0,
+        seconds: 0.0,
+        stopped_early: false,
+    };
+    Ok((
+        initial_network(config, setup, autodiff)?,
+        optimizer(config),
+        state,
+    ))
+}
+
+/// New weights, or those of `config.init_from` when it names a model of the same shape.
+fn initial_network(
+    config: &TrainConfig,
+    setup: &Setup,
+    autodiff: &Device,
+) -> Result<Network, TrainError> {
+    let Some(path) = &config.init_from else {
+        return Ok(setup.meta.config.init(autodiff)?);
+    };
+    let start = SavedModel::load(path, autodiff)?;
+    let (a, b) = (&start.meta.config, &setup.meta.config);
+    if (a.architecture, a.num_classes, a.input_side, a.width)
+        != (b.architecture, b.num_classes, b.input_side, b.width)
+        || start.meta.classes != setup.meta.classes
+    {
+        return Err(TrainError::Config {
+            origin: path.display().to_string(),
+            message: format!(
+                "is a {}-class {} at {} px; this run trains a {}-class {} at {} px",
+                a.num_classes,
+                a.architecture,
+                a.input_side,
+                b.num_classes,
+                b.architecture,
+                b.input_side
+            ),
+        });
+    }
+    eprintln!("starting from the weights of {}", path.display());
+    Ok(start.network)
+}
+
+/// What one epoch of training produced.
+struct EpochResult<'a> {
+    network: &'a Network,
+    optim: &'a ModuleOptimizer,
+    train_loss: f64,
+    train_accuracy: f64,
+    started: Instant,
+}
+
+/// The callbacks at the end of an epoch: validate, log, keep the best and last models,
+/// rewrite the CSV log, checkpoint.
+fn end_epoch(
+    trained: EpochResult,
+    setup: &Setup,
+    config: &TrainConfig,
+    state: &mut TrainState,
+    run_dir: &Path,
+    plain: &Device,
+) -> Result<(), TrainError> {
+    let epoch = state.epochs_done;
+    let eval = trained.network.valid();
+    let validation = validate(&eval, setup, plain);
+    let seconds = trained.started.elapsed().as_secs_f64();
+    let record = EpochRecord {
+        epoch: epoch + 1,
+        train_loss: trained.train_loss,
+        train_accuracy: trained.train_accuracy,
+        val_loss: validation.loss,
+        val_accuracy: validation.confusion.accuracy(),
+        learning_rate: config.schedule.rate(
+            config.learning_rate,
+            epoch as f64 + 1.0 - 1e-9,
+            config.epochs,
+            &state.plateau,
+        ),
+        seconds,
+        images_per_second: setup.train_rows.len() as f64 / seconds,
+    };
+    eprintln!(
+        "epoch {:>3}/{}  loss {:.4}  acc {:.4}  val_loss {:.4}  val_acc {:.4}  lr {:.2e}  {:.0} s  {:.0} img/s",
+        record.epoch,
+        config.epochs,
+        record.train_loss,
+        record.train_accuracy,
+        record.val_loss,
+        record.val_accuracy,
+        record.learning_rate,
+        record.seconds,
+        record.images_per_second
+    );
+    config
+        .schedule
+        .observe(record.val_accuracy, &mut state.plateau);
+    let improved = record.val_accuracy > state.best_accuracy;
+    if improved {
+        state.best_accuracy = record.val_accuracy;
+        state.best_epoch = epoch + 1;
+    }
+    state.history.push(record);
+    state.epochs_done = epoch + 1;
+    state.seconds += seconds;
+    let mut model = SavedModel {
+        meta: setup.meta.clone(),
+        network: eval,
+    };
+    model.meta.card = card(config, state, setup);
+    if improved {
+        model.save(&run_dir.join("best.ferrite"))?;
+    }
+    model.save(&run_dir.join("last.ferrite"))?;
+    report::write_metrics_csv(&run_dir.join("metrics.csv"), &state.history)?;
+    save_checkpoint(trained.network, trained.optim, setup, state, run_dir)
+}
+
+fn save_checkpoint(
+    network: &Network,
+    optim: &ModuleOptimizer,
+    setup: &Setup,
+    state: &TrainState,
+    run_dir: &Path,
+) -> Result<(), TrainError> {
+    let path = run_dir.join("checkpoint.bin");
+    let optimizer_bytes = optim.into_bytes().map_err(|e| TrainError::Checkpoint {
+        path: path.clone(),
+        message: format!("optimizer state: {e}"),
+    })?;
+    let training_copy = SavedModel {
+        meta: setup.meta.clone(),
+        network: network.clone(),
+    };
+    checkpoint::save(&path, state, &training_copy, &optimizer_bytes)
 }
 
 struct Validation {

@@ -174,6 +174,28 @@ impl ClassMap {
         })
     }
 
+    /// The map from `source` onto a model's class set `target`: classes the target lacks are
+    /// excluded (after `merge`), so data relabels to exactly the model's classes, or an error says why not.
+    pub fn onto(source: &ClassSet, target: &ClassSet, merge: &[String]) -> Result<Self, DataError> {
+        let exclude: Vec<String> = source
+            .names()
+            .iter()
+            .filter(|n| target.index_of(n).is_err())
+            .cloned()
+            .collect();
+        let map = Self::new(source, &exclude, merge)?;
+        if map.target() != target {
+            return Err(DataError::ClassSpec {
+                spec: target.names().join(","),
+                problem: format!(
+                    "the data's classes ({}) do not map onto these",
+                    source.names().join(", ")
+                ),
+            });
+        }
+        Ok(map)
+    }
+
     /// Splits `"angry, disgust"` into names; empty items are ignored.
     pub fn parse_list(list: &str) -> Vec<String> {
         list.split(',')
@@ -264,6 +286,19 @@ mod tests {
         assert!(ClassMap::new(&set, &names("sad"), &names("angry=sad")).is_err());
         let all_but_one = names("angry,disgust,fear,happy,sad,surprise");
         assert!(ClassMap::new(&set, &all_but_one, &[]).is_err());
+    }
+
+    #[test]
+    fn onto_a_models_classes() {
+        let five = ClassSet::new(["fear", "happy", "sad", "surprise", "neutral"]);
+        let map = ClassMap::onto(&ClassSet::fer2013(), &five, &[]).unwrap();
+        assert_eq!(map.target(), &five);
+        assert_eq!(map.apply(0), None);
+        let renamed = ClassSet::new(["happy", "fear"]);
+        assert!(
+            ClassMap::onto(&ClassSet::fer2013(), &renamed, &[]).is_err(),
+            "order differs"
+        );
     }
 
     #[test]

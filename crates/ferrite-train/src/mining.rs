@@ -204,7 +204,7 @@ fn write_summary(phases: &[Phase], out: &Path) -> Result<(), TrainError> {
         "# Hard-data mining\n\n| phase | epochs | best val accuracy | last val accuracy | run |\n|---|---|---|---|---|\n",
     );
     let mut offset = 0.0;
-    let mut curves = Vec::new();
+    let mut curves: Vec<Series> = Vec::new();
     for phase in phases {
         let last = phase.history.last().map_or(0.0, |r| r.val_accuracy);
         let _ = writeln!(
@@ -222,24 +222,20 @@ fn write_summary(phases: &[Phase], out: &Path) -> Result<(), TrainError> {
             .map(|r| (offset + r.epoch as f64, r.val_accuracy))
             .collect();
         offset += phase.history.len() as f64;
-        curves.push((phase.name.clone(), points));
+        curves.push(Series {
+            name: phase.name.clone(),
+            points,
+        });
     }
     let _ = writeln!(
         md,
         "\n![validation accuracy through the phases](hard-mining.png)"
     );
     write_atomic(&out.join("hard-mining.md"), md.as_bytes())?;
-    let series = curves
-        .iter()
-        .map(|(name, points)| Series {
-            name,
-            points: points.clone(),
-        })
-        .collect();
     let image = line_panels(
         "hard-data mining: validation accuracy by phase",
         "epoch (all phases)",
-        &[("val_accuracy", series)],
+        &[("val_accuracy", curves)],
     )?;
     Ok(ferrite_viz::save_png(image, &out.join("hard-mining.png"))?)
 }

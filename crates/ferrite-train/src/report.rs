@@ -34,8 +34,8 @@ pub fn write_metrics_csv(path: &Path, history: &[EpochRecord]) -> Result<(), Tra
 
 /// Loss and accuracy per epoch, train vs validation.
 pub fn curves_png(history: &[EpochRecord], title: &str, path: &Path) -> Result<(), TrainError> {
-    let series = |name, f: fn(&EpochRecord) -> f64| Series {
-        name,
+    let series = |name: &str, f: fn(&EpochRecord) -> f64| Series {
+        name: name.to_string(),
         points: history.iter().map(|r| (r.epoch as f64, f(r))).collect(),
     };
     let image = line_panels(

@@ -203,7 +203,7 @@ pub fn write_summary(axis: Axis, runs: &[SweepRun], out: &Path) -> Result<(), Tr
         "{},seed,best_val_accuracy,best_epoch,seconds,images_per_second,run_dir\n",
         axis.name()
     );
-    let mut curves: Vec<(String, Vec<(f64, f64)>)> = Vec::new();
+    let mut curves: Vec<Series> = Vec::new();
     for value in &values {
         let group: Vec<&SweepRun> = runs.iter().filter(|r| r.value == *value).collect();
         let (acc, std) = mean_std(
@@ -238,21 +238,17 @@ pub fn write_summary(axis: Axis, runs: &[SweepRun], out: &Path) -> Result<(), Tr
                 .iter()
                 .map(|e| (e.epoch as f64, e.val_accuracy))
                 .collect();
-            curves.push((format!("{value} (seed {})", r.seed), points));
+            curves.push(Series {
+                name: format!("{value} (seed {})", r.seed),
+                points,
+            });
         }
     }
     let _ = writeln!(md, "\n![validation accuracy per epoch](sweep.png)");
     write_atomic(&out.join("sweep.md"), md.as_bytes())?;
     write_atomic(&out.join("sweep.csv"), csv.as_bytes())?;
     let title = format!("validation accuracy by {}", axis.name());
-    let series = curves
-        .iter()
-        .map(|(name, points)| Series {
-            name,
-            points: points.clone(),
-        })
-        .collect();
-    let picture = line_panels(&title, "epoch", &[("val_accuracy", series)])?;
+    let picture = line_panels(&title, "epoch", &[("val_accuracy", curves)])?;
     ferrite_viz::save_png(picture, &out.join("sweep.png"))?;
     Ok(())
 }

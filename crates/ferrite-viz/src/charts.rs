@@ -20,8 +20,8 @@ fn register_font() {
 }
 
 /// One line of a chart: a name and (x, y) points.
-pub struct Series<'a> {
-    pub name: &'a str,
+pub struct Series {
+    pub name: String,
     pub points: Vec<(f64, f64)>,
 }
 
@@ -67,7 +67,7 @@ pub fn line_panels(
                 chart
                     .draw_series(LineSeries::new(s.points.clone(), colour.stroke_width(2)))
                     .map_err(draw_error)?
-                    .label(s.name)
+                    .label(s.name.as_str())
                     .legend(move |(x, y)| {
                         PathElement::new(vec![(x, y), (x + 18, y)], colour.stroke_width(2))
                     });
@@ -172,8 +172,8 @@ mod tests {
 
     #[test]
     fn curves_and_heatmap_render() {
-        let series = |name, f: fn(f64) -> f64| Series {
-            name,
+        let series = |name: &str, f: fn(f64) -> f64| Series {
+            name: name.to_string(),
             points: (1..=5).map(|e| (e as f64, f(e as f64))).collect(),
         };
         let image = line_panels(

@@ -45,28 +45,13 @@ enum TtaArg {
 pub fn run(args: &EvalArgs) -> anyhow::Result<()> {
     let device = Device::flex();
     let model = SavedModel::load(&args.model, &device)?;
-    let mut store = args.dataset.load_unmapped()?;
+    let store = args.dataset.load_unmapped()?;
     // The model's own class set decides the mapping: a 5-class model evaluates on 5 classes.
-    if store.classes() != &model.meta.classes {
-        let source = store.classes().clone();
-        let exclude: Vec<String> = source
-            .names()
-            .iter()
-            .filter(|n| model.meta.classes.index_of(n).is_err())
-            .cloned()
-            .collect();
-        store = store.remap(&ClassMap::new(
-            &source,
-            &exclude,
-            &args.dataset.merge_list(),
-        )?);
-        anyhow::ensure!(
-            store.classes() == &model.meta.classes,
-            "the data's classes ({}) do not map onto the model's ({})",
-            store.classes().names().join(", "),
-            model.meta.classes.names().join(", ")
-        );
-    }
+    let store = store.remap(&ClassMap::onto(
+        store.classes(),
+        &model.meta.classes,
+        &args.dataset.merge_list(),
+    )?);
     let rows = store.indices_of(args.split);
     anyhow::ensure!(!rows.is_empty(), "the data has no {} rows", args.split);
     let batch = BatchConfig {

@@ -29,22 +29,11 @@ pub fn run(args: &MineArgs) -> anyhow::Result<()> {
     let device = Device::flex();
     let model = SavedModel::load(&args.model, &device)?;
     let data = args.dataset.load_unmapped()?;
-    let source = data.classes().clone();
-    let exclude: Vec<String> = source
-        .names()
-        .iter()
-        .filter(|n| model.meta.classes.index_of(n).is_err())
-        .cloned()
-        .collect();
-    let store = data.remap(&ClassMap::new(
-        &source,
-        &exclude,
+    let store = data.remap(&ClassMap::onto(
+        data.classes(),
+        &model.meta.classes,
         &args.dataset.merge_list(),
     )?);
-    anyhow::ensure!(
-        store.classes() == &model.meta.classes,
-        "the data's classes do not map onto the model's"
-    );
     let rows = store.indices_of(Split::Training);
     anyhow::ensure!(!rows.is_empty(), "the data has no Training rows");
     let hard = mine(&model, &store, &rows, args.cap, &device);

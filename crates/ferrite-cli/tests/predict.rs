@@ -195,4 +195,10 @@ fn predict_finds_pasted_faces_and_reports_bad_files_without_failing() {
         "{csv_out}"
     );
     assert_eq!(csv_out.lines().count(), 1 + faces.len());
+
+    // Without --model, the default model compiled into the binary classifies.
+    let (ok, stdout, stderr) = ferrite(&["predict", pictures.join("three.png").to_str().unwrap()]);
+    assert!(ok, "{stderr}");
+    let results: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(results[0]["faces"].as_array().unwrap().len(), faces.len());
 }

@@ -1,5 +1,6 @@
 pub mod data;
 pub mod dataset;
+pub mod default_model;
 pub mod eval;
 pub mod mine;
 pub mod models;

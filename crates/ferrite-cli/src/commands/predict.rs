@@ -5,7 +5,6 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use burn::prelude::Device;
 use clap::{Args, ValueEnum};
-use ferrite_models::SavedModel;
 use ferrite_vision::annotate::annotate;
 use ferrite_vision::{Analyzer, DetectorConfig, Face, Margins, SeetaDetector};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
@@ -17,9 +16,9 @@ pub struct PredictArgs {
     /// Pictures and folders of pictures (searched recursively for .png/.jpg/.jpeg/.bmp/.webp).
     #[arg(required = true)]
     inputs: Vec<PathBuf>,
-    /// A saved model (.ferrite).
+    /// A saved model (.ferrite); default: the model shipped in the binary (models/default.md).
     #[arg(long)]
-    model: PathBuf,
+    model: Option<PathBuf>,
     /// Write annotated copies of the pictures into this folder.
     #[arg(long, value_name = "DIR")]
     annotate: Option<PathBuf>,
@@ -108,7 +107,7 @@ fn open_picture(path: &Path, max_pixels: u64) -> anyhow::Result<image::DynamicIm
 
 pub fn run(args: &PredictArgs) -> anyhow::Result<()> {
     let device = Device::flex();
-    let model = SavedModel::load(&args.model, &device)?;
+    let model = super::default_model::load(args.model.as_deref(), &device)?;
     let mut analyzer = Analyzer::new(model, device);
     analyzer.margins = Margins {
         horizontal: args.margin_x,

@@ -10,7 +10,9 @@
 //! - [`split`]: the official Usage splits or a stratified random split, never training on PrivateTest;
 //! - [`augment`]: Keras `ImageDataGenerator` augmentation plus random crop and random erasing;
 //! - [`batcher`]: shuffled (or class-balanced) epochs of Burn tensors (NCHW, f32);
-//! - [`inspect`]: counts, blank images and duplicates, for `ferrite data inspect`.
+//! - [`inspect`]: counts, blank images and duplicates, for `ferrite data inspect`;
+//! - [`locate`]: where the shared FER2013 files are (`$FERRITE_DATA`);
+//! - [`atomic`]: the atomic file write every saved artefact goes through.
 //!
 //! Data flows one way: this crate knows nothing of models or training.
 

@@ -26,6 +26,8 @@ enum Command {
     Train(Box<commands::train::TrainArgs>),
     /// Find every face in pictures or folders, classify its emotion, print JSON or CSV.
     Predict(Box<commands::predict::PredictArgs>),
+    /// Annotate a video file or camera: faces tracked, labels smoothed, CSV and plot.
+    Video(Box<commands::video::VideoArgs>),
     /// Predict every training image and list the misclassified ones (hard-data mining).
     Mine(commands::mine::MineArgs),
     /// Run the same training over a list of values (batch size, learning rate, model,
@@ -44,5 +46,6 @@ fn main() -> anyhow::Result<()> {
         Command::Sweep(args) => commands::sweep::run(&args),
         Command::Mine(args) => commands::mine::run(&args),
         Command::Predict(args) => commands::predict::run(&args),
+        Command::Video(args) => commands::video::run(&args),
     }
 }

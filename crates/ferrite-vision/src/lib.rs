@@ -3,12 +3,15 @@
 //! Faces in the wild: find every face in a picture ([`detect`]: SeetaFace through the
 //! `rustface` crate, its model embedded at build time), crop each with margins, square and
 //! grey ([`crop`]), classify all faces of a picture in one batch on the inference backend
-//! ([`analyze`]), and draw boxes coloured by emotion ([`annotate`]).
+//! ([`analyze`]), draw boxes coloured by emotion ([`annotate`]), and, in video, follow faces
+//! across frames and smooth their labels ([`track`]).
 
 pub mod analyze;
 pub mod annotate;
 pub mod crop;
 pub mod detect;
+pub mod track;
+pub mod video;
 
 pub use analyze::{Analyzer, Face};
 pub use crop::Margins;
@@ -18,6 +21,8 @@ pub use detect::{BoundingBox, DetectorConfig, FaceDetector, SeetaDetector};
 pub enum VisionError {
     #[error("invalid detector setting: {0}")]
     Setting(String),
+    #[error("{0}")]
+    Ffmpeg(String),
     #[error("{path}: {message}", path = .path.display())]
     Image {
         path: std::path::PathBuf,

@@ -7,3 +7,4 @@ pub mod models;
 pub mod predict;
 pub mod sweep;
 pub mod train;
+pub mod video;

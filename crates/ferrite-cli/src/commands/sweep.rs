@@ -1,6 +1,5 @@
 //! `ferrite sweep`: one training setting varied over a list of values, repeated over seeds.
 
-use burn::prelude::Device;
 use clap::Args;
 use ferrite_train::RunOptions;
 use ferrite_train::sweep::{Axis, mean_std, run_sweep};
@@ -41,17 +40,17 @@ pub fn run(args: &SweepArgs) -> anyhow::Result<()> {
         anyhow::anyhow!("name what to sweep: --batch-sizes, --lrs, --models or --augment")
     })?;
     let base = args.train.config()?;
+    let options = RunOptions {
+        resume: true,
+        progress: !args.train.quiet,
+        device: args.train.device()?,
+    };
     let data = args.train.dataset.load_unmapped()?;
     let out = args
         .train
         .out
         .clone()
         .unwrap_or_else(|| default_out("sweep"));
-    let options = RunOptions {
-        resume: true,
-        progress: !args.train.quiet,
-        device: Device::flex(),
-    };
     let runs = run_sweep(&base, axis, values, args.seeds, &data, &out, &options)?;
     println!(
         "{:<14} {:>6} {:>22}",

@@ -102,6 +102,9 @@ pub struct TrainArgs {
     /// Hard mining: no class may make up more than this share of the hard set.
     #[arg(long, requires = "hard_mining")]
     hard_cap: Option<f64>,
+    /// Where to train: `cpu` (burn-flex, all cores). GPU backends are not in this build.
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
     /// Print one line per epoch, no progress bars.
     #[arg(long)]
     pub quiet: bool,
@@ -124,6 +127,17 @@ enum ScheduleArg {
 
 impl TrainArgs {
     /// The config file (or defaults) with every given flag applied.
+    /// The device named by `--device`.
+    pub fn device(&self) -> anyhow::Result<Device> {
+        match self.device.to_ascii_lowercase().as_str() {
+            "cpu" | "flex" => Ok(Device::flex()),
+            other => anyhow::bail!(
+                "device {other:?} is not available: this build trains on the CPU only (`--device cpu`); \
+                 Burn's GPU backends are not compiled in"
+            ),
+        }
+    }
+
     pub fn config(&self) -> anyhow::Result<TrainConfig> {
         let mut c = match &self.config {
             Some(path) => TrainConfig::load(path)?,
@@ -212,19 +226,16 @@ fn set<T>(slot: &mut T, value: Option<T>) {
 
 pub fn run(args: &TrainArgs) -> anyhow::Result<()> {
     let config = args.config()?;
-    let data = args.dataset.load_unmapped()?;
-    let out = args.out.clone().unwrap_or_else(|| {
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0);
-        PathBuf::from(format!("runs/{}-{now}", config.model))
-    });
     let options = RunOptions {
         resume: args.resume,
         progress: !args.quiet,
-        device: Device::flex(),
+        device: args.device()?,
     };
+    let data = args.dataset.load_unmapped()?;
+    let out = args
+        .out
+        .clone()
+        .unwrap_or_else(|| default_out(config.model.name()));
     if args.hard_mining {
         let plan = MiningPlan {
             rounds: args.rounds,

@@ -24,17 +24,17 @@ enum Command {
     Models(commands::models::ModelsArgs),
     /// Train a model; writes a run folder (config, metrics CSV, best/last model, report).
     Train(Box<commands::train::TrainArgs>),
+    /// Evaluate a saved model: accuracy, per-class P/R/F1, errors per emotion, confusion matrix.
+    Eval(commands::eval::EvalArgs),
+    /// Run the same training over a list of values (batch size, learning rate, model,
+    /// augmentation) and seeds; writes a comparison table and curves.
+    Sweep(Box<commands::sweep::SweepArgs>),
+    /// Predict every training image and list the misclassified ones (hard-data mining).
+    Mine(commands::mine::MineArgs),
     /// Find every face in pictures or folders, classify its emotion, print JSON or CSV.
     Predict(Box<commands::predict::PredictArgs>),
     /// Annotate a video file or camera: faces tracked, labels smoothed, CSV and plot.
     Video(Box<commands::video::VideoArgs>),
-    /// Predict every training image and list the misclassified ones (hard-data mining).
-    Mine(commands::mine::MineArgs),
-    /// Run the same training over a list of values (batch size, learning rate, model,
-    /// augmentation) and seeds; writes a comparison table and curves.
-    Sweep(Box<commands::sweep::SweepArgs>),
-    /// Evaluate a saved model: accuracy, per-class P/R/F1, errors per emotion, confusion matrix.
-    Eval(commands::eval::EvalArgs),
 }
 
 fn main() -> anyhow::Result<()> {

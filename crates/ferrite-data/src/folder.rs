@@ -10,7 +10,7 @@ use rayon::prelude::*;
 
 use crate::{ClassSet, DataError, FaceStore, IMAGE_PIXELS, IMAGE_SIDE, LoadOptions, Split};
 
-const IMAGE_EXTENSIONS: [&str; 4] = ["png", "jpg", "jpeg", "bmp"];
+const IMAGE_EXTENSIONS: [&str; 5] = ["png", "jpg", "jpeg", "bmp", "webp"];
 
 /// Faces loaded from a folder, and the files skipped under `skip_bad_rows`.
 #[derive(Debug)]

@@ -143,6 +143,9 @@ pub fn parse(bytes: &[u8], path: &Path, options: LoadOptions) -> Result<Loaded, 
     parser.finish()
 }
 
+/// Rows are split into a fixed array of fields; FER2013 files have 2 or 3 columns.
+const MAX_COLUMNS: usize = 16;
+
 /// Where the named columns sit in a row.
 struct Columns {
     count: usize,
@@ -164,6 +167,12 @@ impl Columns {
             found: text.clone(),
             problem: problem.to_string(),
         };
+        if names.len() > MAX_COLUMNS {
+            return Err(problem(&format!(
+                "{} columns; at most {MAX_COLUMNS} are supported",
+                names.len()
+            )));
+        }
         Ok(Columns {
             count: names.len(),
             emotion: find("emotion").ok_or_else(|| problem("no `emotion` column"))?,
@@ -368,7 +377,7 @@ fn parse_row(
         field,
         problem,
     };
-    let mut fields = [&[][..]; 8];
+    let mut fields = [&[][..]; MAX_COLUMNS];
     let mut found = 0;
     for field in line.bytes.split(|&b| b == b',') {
         if found < fields.len() {

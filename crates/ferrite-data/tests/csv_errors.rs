@@ -158,6 +158,18 @@ fn empty_file_header_only_and_bad_header() {
 }
 
 #[test]
+fn extra_columns_are_fine_and_too_many_are_a_header_error() {
+    let text = format!(
+        "id,a,b,c,d,e,f,g,h,emotion,pixels,Usage\n0,,,,,,,,,4,{},Training\n",
+        pixels(3)
+    );
+    assert_eq!(strict(&text).unwrap().store.labels(), [4]);
+    let wide = format!("{}emotion,pixels\n", "x,".repeat(20));
+    let err = strict(&wide).unwrap_err().to_string();
+    assert!(err.contains("22 columns; at most 16"), "{err}");
+}
+
+#[test]
 fn blank_lines_keep_line_numbers_true_to_the_file() {
     let text = format!(
         "{HEADER}\n\n{}\n\n{}\n",

@@ -14,6 +14,9 @@ pub struct DatasetArgs {
     /// fer2013.csv(.gz) or an image folder (root/<split>/<class>/*.png). Default: the shared
     /// FER2013 file under $FERRITE_DATA (../shared/data/fer2013).
     pub data: Option<PathBuf>,
+    /// The same as the positional DATA, for scripts that prefer a flag.
+    #[arg(long = "data", value_name = "DATA", conflicts_with = "data")]
+    pub data_flag: Option<PathBuf>,
     /// Load the good rows and report the bad ones instead of stopping at the first.
     #[arg(long)]
     pub skip_bad_rows: bool,
@@ -29,9 +32,12 @@ pub struct DatasetArgs {
 }
 
 impl DatasetArgs {
+    fn given(&self) -> Option<PathBuf> {
+        self.data.clone().or_else(|| self.data_flag.clone())
+    }
+
     pub fn path(&self) -> PathBuf {
-        self.data
-            .clone()
+        self.given()
             .unwrap_or_else(|| locate::data_dir(Path::new(".")).join(locate::TRAIN_PUBLIC_CSV))
     }
 
@@ -63,7 +69,7 @@ impl DatasetArgs {
     /// records them in its config so the run is reproducible).
     pub fn load_unmapped(&self) -> anyhow::Result<FaceStore> {
         let path = self.path();
-        if self.data.is_none() && !path.exists() {
+        if self.given().is_none() && !path.exists() {
             anyhow::bail!(
                 "no data given and the default {} does not exist; pass a fer2013.csv (Kaggle \
                  \"Challenges in Representation Learning: Facial Expression Recognition\") or set {}",

@@ -139,7 +139,13 @@ impl TrainArgs {
     }
 
     pub fn config(&self) -> anyhow::Result<TrainConfig> {
-        let mut c = match &self.config {
+        // Resuming without --config continues with the run's own saved config.
+        let saved = self
+            .out
+            .as_ref()
+            .map(|out| out.join("config.toml"))
+            .filter(|p| self.resume && p.is_file());
+        let mut c = match self.config.as_ref().or(saved.as_ref()) {
             Some(path) => TrainConfig::load(path)?,
             None => TrainConfig::default(),
         };

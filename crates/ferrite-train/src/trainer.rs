@@ -546,9 +546,15 @@ fn progress_bar(visible: bool, images: u64, epoch: usize, epochs: usize) -> Prog
         },
     );
     let style = ProgressStyle::with_template(
-        "{prefix} [{bar:30}] {pos}/{len} img  {per_sec}  ETA {eta}  {msg}",
+        "{prefix} [{bar:30}] {pos}/{len} img  {rate} img/s  ETA {eta}  {msg}",
     )
     .expect("valid progress template")
+    .with_key(
+        "rate",
+        |state: &indicatif::ProgressState, w: &mut dyn std::fmt::Write| {
+            let _ = write!(w, "{:.0}", state.per_sec());
+        },
+    )
     .progress_chars("=> ");
     bar.set_style(style);
     bar.set_prefix(format!("epoch {}/{epochs}", epoch + 1));

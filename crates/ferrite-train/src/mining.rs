@@ -26,7 +26,8 @@ pub struct HardSet {
 }
 
 /// Predicts `rows` of `store` (labels in the model's class set) on the inference backend
-/// and returns the misclassified ones. `cap` limits any class to that share of the hard set.
+/// and returns the misclassified ones. `cap` keeps at most that share of all misclassified
+/// images from any one class (so one class cannot dominate the hard set).
 pub fn mine(
     model: &SavedModel,
     store: &FaceStore,
@@ -105,7 +106,7 @@ pub struct MiningPlan {
     pub rounds: usize,
     pub hard_epochs: usize,
     pub rebalance_epochs: usize,
-    /// Cap on any class's share of the hard set.
+    /// At most this share of the misclassified images from any one class.
     pub cap: Option<f64>,
 }
 

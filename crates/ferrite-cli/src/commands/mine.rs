@@ -20,7 +20,7 @@ pub struct MineArgs {
     /// `ferrite train --train-rows FILE` trains on them.
     #[arg(long, default_value = "runs/hard-rows.txt")]
     out: PathBuf,
-    /// No class may make up more than this share of the hard set.
+    /// Keep at most this share of the misclassified images from any one class.
     #[arg(long)]
     cap: Option<f64>,
 }

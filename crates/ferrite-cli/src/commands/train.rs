@@ -99,7 +99,7 @@ pub struct TrainArgs {
     hard_epochs: usize,
     #[arg(long, default_value_t = 5, requires = "hard_mining")]
     rebalance_epochs: usize,
-    /// Hard mining: no class may make up more than this share of the hard set.
+    /// Hard mining: keep at most this share of the misclassified images from any one class.
     #[arg(long, requires = "hard_mining")]
     hard_cap: Option<f64>,
     /// Where to train: `cpu` (burn-flex, all cores). GPU backends are not in this build.

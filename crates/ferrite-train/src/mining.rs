@@ -138,15 +138,16 @@ pub fn run_hard_mining(
     let mut current = match start {
         Some(model) => model.to_path_buf(),
         None => {
-            let dir = out.join("round0-normal");
-            let outcome = train(base, data, &dir, &options)?;
-            phases.push(Phase {
-                name: "normal".into(),
-                run_dir: dir.clone(),
-                history: outcome.history,
-                best_accuracy: outcome.best_accuracy,
-            });
-            dir.join("best.ferrite")
+            let phase = run_phase(
+                "normal".into(),
+                base,
+                data,
+                out.join("round0-normal"),
+                &options,
+            )?;
+            let best = phase.run_dir.join("best.ferrite");
+            phases.push(phase);
+            best
         }
     };
     let store = data.remap(&ClassMap::new(data.classes(), &base.exclude, &base.merge)?);
@@ -173,30 +174,48 @@ pub fn run_hard_mining(
             ..base.clone()
         };
         let hard_dir = out.join(format!("round{round}-hard"));
-        let outcome = train(&hard_config, data, &hard_dir, &options)?;
-        phases.push(Phase {
-            name: format!("round {round} hard"),
-            run_dir: hard_dir.clone(),
-            history: outcome.history,
-            best_accuracy: outcome.best_accuracy,
-        });
+        phases.push(run_phase(
+            format!("round {round} hard"),
+            &hard_config,
+            data,
+            hard_dir.clone(),
+            &options,
+        )?);
         let rebalance_config = TrainConfig {
             epochs: plan.rebalance_epochs,
             init_from: Some(hard_dir.join("last.ferrite")),
             ..base.clone()
         };
         let rebalance_dir = out.join(format!("round{round}-rebalance"));
-        let outcome = train(&rebalance_config, data, &rebalance_dir, &options)?;
-        phases.push(Phase {
-            name: format!("round {round} rebalance"),
-            run_dir: rebalance_dir.clone(),
-            history: outcome.history,
-            best_accuracy: outcome.best_accuracy,
-        });
+        let name = format!("round {round} rebalance");
+        phases.push(run_phase(
+            name,
+            &rebalance_config,
+            data,
+            rebalance_dir.clone(),
+            &options,
+        )?);
         current = rebalance_dir.join("best.ferrite");
     }
     write_summary(&phases, out)?;
     Ok(phases)
+}
+
+/// Trains one phase into its own run folder.
+fn run_phase(
+    name: String,
+    config: &TrainConfig,
+    data: &FaceStore,
+    run_dir: PathBuf,
+    options: &RunOptions,
+) -> Result<Phase, TrainError> {
+    let outcome = train(config, data, &run_dir, options)?;
+    Ok(Phase {
+        name,
+        run_dir,
+        history: outcome.history,
+        best_accuracy: outcome.best_accuracy,
+    })
 }
 
 /// All phases' validation accuracy on one epoch axis, and a table of phases.

@@ -7,7 +7,7 @@ use std::time::Instant;
 use anyhow::Context;
 use clap::Args;
 use ferrite_data::ferplus::FerPlusVotes;
-use ferrite_data::{ClassMap, FaceStore, LoadOptions, fer2013, folder, locate};
+use ferrite_data::{ClassMap, ClassSet, FaceStore, LoadOptions, fer2013, folder, locate};
 
 #[derive(Args, Debug, Clone)]
 pub struct DatasetArgs {
@@ -55,6 +55,16 @@ impl DatasetArgs {
             store.len()
         );
         Ok(store)
+    }
+
+    /// Loads and relabels onto a model's class set (a 5-class model sees 5 classes).
+    pub fn load_onto(&self, classes: &ClassSet) -> anyhow::Result<FaceStore> {
+        let store = self.load_unmapped()?;
+        Ok(store.remap(&ClassMap::onto(
+            store.classes(),
+            classes,
+            &self.merge_list(),
+        )?))
     }
 
     pub fn exclude_list(&self) -> Vec<String> {

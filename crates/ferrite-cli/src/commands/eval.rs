@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use burn::prelude::{Device, Module};
 use clap::Args;
-use ferrite_data::{BatchConfig, ClassMap, Split};
+use ferrite_data::{BatchConfig, Split};
 use ferrite_models::SavedModel;
 use ferrite_train::metrics::{Confusion, Tta, argmax_rows, log_loss, predict_probabilities};
 use ferrite_train::report::{confusion_png, per_class_table};
@@ -45,13 +45,7 @@ enum TtaArg {
 pub fn run(args: &EvalArgs) -> anyhow::Result<()> {
     let device = Device::flex();
     let model = SavedModel::load(&args.model, &device)?;
-    let store = args.dataset.load_unmapped()?;
-    // The model's own class set decides the mapping: a 5-class model evaluates on 5 classes.
-    let store = store.remap(&ClassMap::onto(
-        store.classes(),
-        &model.meta.classes,
-        &args.dataset.merge_list(),
-    )?);
+    let store = args.dataset.load_onto(&model.meta.classes)?;
     let rows = store.indices_of(args.split);
     anyhow::ensure!(!rows.is_empty(), "the data has no {} rows", args.split);
     let batch = BatchConfig {

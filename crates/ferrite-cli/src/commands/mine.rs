@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use burn::prelude::Device;
 use clap::Args;
-use ferrite_data::{ClassMap, Split};
+use ferrite_data::Split;
 use ferrite_models::SavedModel;
 use ferrite_train::mining::{mine, write_rows};
 
@@ -28,12 +28,7 @@ pub struct MineArgs {
 pub fn run(args: &MineArgs) -> anyhow::Result<()> {
     let device = Device::flex();
     let model = SavedModel::load(&args.model, &device)?;
-    let data = args.dataset.load_unmapped()?;
-    let store = data.remap(&ClassMap::onto(
-        data.classes(),
-        &model.meta.classes,
-        &args.dataset.merge_list(),
-    )?);
+    let store = args.dataset.load_onto(&model.meta.classes)?;
     let rows = store.indices_of(Split::Training);
     anyhow::ensure!(!rows.is_empty(), "the data has no Training rows");
     let hard = mine(&model, &store, &rows, args.cap, &device);

@@ -17,6 +17,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// The whole pipeline on a group photo shipped in the binary, with the default model.
+    Demo(commands::demo::DemoArgs),
     /// Look at a dataset: counts, blank images, duplicates, contact sheets.
     #[command(subcommand)]
     Data(commands::data::DataCommand),
@@ -39,6 +41,7 @@ enum Command {
 
 fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
+        Command::Demo(args) => commands::demo::run(&args),
         Command::Data(command) => commands::data::run(command),
         Command::Models(args) => commands::models::run(&args),
         Command::Train(args) => commands::train::run(&args),

@@ -1,5 +1,7 @@
 //! Detect → crop → classify, for one picture.
 
+use std::time::Instant;
+
 use burn::prelude::*;
 use ferrite_data::{BatchConfig, ClassSet, FaceStore, Split};
 use ferrite_models::SavedModel;
@@ -21,6 +23,13 @@ pub struct Face {
     pub confidence: f32,
     /// Class name → probability, in the model's class order.
     pub probabilities: Vec<(String, f32)>,
+}
+
+/// Milliseconds spent per stage on one picture; classify includes cropping.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct StageTimes {
+    pub detect_ms: f64,
+    pub classify_ms: f64,
 }
 
 /// A model ready for inference (`valid()`, plain device) and its input settings.
@@ -81,16 +90,33 @@ impl Analyzer {
 
     /// Every face in `picture`, classified.
     pub fn analyze(&self, detector: &mut dyn FaceDetector, picture: &GrayImage) -> Vec<Face> {
+        self.analyze_timed(detector, picture).0
+    }
+
+    /// [`Analyzer::analyze`], with the time each stage took.
+    pub fn analyze_timed(
+        &self,
+        detector: &mut dyn FaceDetector,
+        picture: &GrayImage,
+    ) -> (Vec<Face>, StageTimes) {
+        let started = Instant::now();
         let detections: Vec<Detection> = detector.detect(picture);
+        let detected = Instant::now();
         let crops: Vec<Vec<u8>> = detections
             .iter()
             .map(|d| crop_face(picture, &d.bbox, self.margins))
             .collect();
-        self.classify(&crops)
+        let faces = self
+            .classify(&crops)
             .into_iter()
             .zip(detections)
             .map(|(p, d)| self.face(d, &p))
-            .collect()
+            .collect();
+        let times = StageTimes {
+            detect_ms: (detected - started).as_secs_f64() * 1e3,
+            classify_ms: detected.elapsed().as_secs_f64() * 1e3,
+        };
+        (faces, times)
     }
 
     fn face(&self, detection: Detection, probabilities: &[f32]) -> Face {

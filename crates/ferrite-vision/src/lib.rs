@@ -10,12 +10,14 @@ pub mod analyze;
 pub mod annotate;
 pub mod crop;
 pub mod detect;
+pub mod picture;
 pub mod track;
 pub mod video;
 
-pub use analyze::{Analyzer, Face};
+pub use analyze::{Analyzer, Face, StageTimes};
 pub use crop::Margins;
 pub use detect::{BoundingBox, DetectorConfig, FaceDetector, SeetaDetector};
+pub use picture::{decode_picture, open_picture};
 
 #[derive(Debug, thiserror::Error)]
 pub enum VisionError {

@@ -1,6 +1,7 @@
 pub mod data;
 pub mod dataset;
 pub mod default_model;
+pub mod demo;
 pub mod eval;
 pub mod mine;
 pub mod models;

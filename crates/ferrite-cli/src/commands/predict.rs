@@ -2,7 +2,6 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::Context;
 use burn::prelude::Device;
 use clap::{Args, ValueEnum};
 use ferrite_vision::annotate::annotate;
@@ -37,7 +36,7 @@ pub struct PredictArgs {
     #[arg(long, default_value_t = 40)]
     margin_y: u32,
     /// Refuse pictures with more pixels than this (decoding stops before allocating).
-    #[arg(long, default_value_t = 50_000_000)]
+    #[arg(long, default_value_t = ferrite_vision::picture::DEFAULT_MAX_PIXELS)]
     max_pixels: u64,
 }
 
@@ -86,23 +85,6 @@ fn collect_inputs(inputs: &[PathBuf]) -> Vec<PathBuf> {
         }
     }
     files
-}
-
-/// Decodes a picture, refusing oversized ones from their header before allocating.
-fn open_picture(path: &Path, max_pixels: u64) -> anyhow::Result<image::DynamicImage> {
-    let reader = image::ImageReader::open(path)?.with_guessed_format()?;
-    let (width, height) = reader
-        .into_dimensions()
-        .context("cannot read the image header")?;
-    anyhow::ensure!(
-        width as u64 * height as u64 <= max_pixels,
-        "{width}x{height} is more than --max-pixels {max_pixels}"
-    );
-    let mut reader = image::ImageReader::open(path)?.with_guessed_format()?;
-    let mut limits = image::Limits::default();
-    limits.max_alloc = Some(max_pixels.saturating_mul(8));
-    reader.limits(limits);
-    Ok(reader.decode()?)
 }
 
 pub fn run(args: &PredictArgs) -> anyhow::Result<()> {
@@ -172,12 +154,12 @@ fn analyze_file(
     file: &Path,
     args: &PredictArgs,
 ) -> PictureResult {
-    let picture = match open_picture(file, args.max_pixels) {
+    let picture = match ferrite_vision::open_picture(file, args.max_pixels) {
         Ok(p) => p,
         Err(e) => {
             return PictureResult {
                 file: file.to_path_buf(),
-                error: Some(format!("{e:#}")),
+                error: Some(e.to_string()),
                 faces: Vec::new(),
             };
         }

@@ -1,0 +1,81 @@
+//! Decoding pictures safely, and the sample photo shipped in the binary.
+
+use std::io::{BufRead, Cursor, Seek};
+use std::path::Path;
+
+use image::{DynamicImage, ImageReader};
+
+use crate::VisionError;
+
+/// The group photo inside the `rustface` package (the 1927 Solvay conference, 29 faces, with
+/// the detector's boxes already drawn in red), copied by build.rs.
+pub const GROUP_PHOTO: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/group-photo.png"));
+
+/// The default refusal threshold: 50 megapixels.
+pub const DEFAULT_MAX_PIXELS: u64 = 50_000_000;
+
+/// Decodes a picture from memory (PNG, JPEG, BMP, WebP, told by content), refusing one with
+/// more than `max_pixels` from its header, before anything is allocated for it.
+pub fn decode_picture(bytes: &[u8], max_pixels: u64) -> Result<DynamicImage, String> {
+    decode(|| Ok(Cursor::new(bytes)), max_pixels)
+}
+
+/// [`decode_picture`] for a file; errors name the file.
+pub fn open_picture(path: &Path, max_pixels: u64) -> Result<DynamicImage, VisionError> {
+    let open = || {
+        std::fs::File::open(path)
+            .map(std::io::BufReader::new)
+            .map_err(|e| e.to_string())
+    };
+    decode(open, max_pixels).map_err(|message| VisionError::Image {
+        path: path.to_path_buf(),
+        message,
+    })
+}
+
+fn decode<R: BufRead + Seek>(
+    open: impl Fn() -> Result<R, String>,
+    max_pixels: u64,
+) -> Result<DynamicImage, String> {
+    let reader = |source: R| {
+        ImageReader::new(source)
+            .with_guessed_format()
+            .map_err(|e| e.to_string())
+    };
+    let (width, height) = reader(open()?)?
+        .into_dimensions()
+        .map_err(|e| format!("not a readable image: {e}"))?;
+    if width as u64 * height as u64 > max_pixels {
+        return Err(format!(
+            "{width}x{height} has more than the limit of {max_pixels} pixels"
+        ));
+    }
+    let mut decoder = reader(open()?)?;
+    let mut limits = image::Limits::default();
+    limits.max_alloc = Some(max_pixels.saturating_mul(8));
+    decoder.limits(limits);
+    decoder
+        .decode()
+        .map_err(|e| format!("not a readable image: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_group_photo_decodes() {
+        let photo = decode_picture(GROUP_PHOTO, DEFAULT_MAX_PIXELS).unwrap();
+        assert_eq!((photo.width(), photo.height()), (1666, 1136));
+    }
+
+    #[test]
+    fn oversized_and_garbage_pictures_are_refused_with_a_reason() {
+        let small_limit = decode_picture(GROUP_PHOTO, 1000).unwrap_err();
+        assert!(small_limit.contains("1666x1136"), "{small_limit}");
+        let garbage = decode_picture(b"this is text, not a picture", DEFAULT_MAX_PIXELS);
+        assert!(garbage.unwrap_err().contains("not a readable image"));
+        let truncated = decode_picture(&GROUP_PHOTO[..5000], DEFAULT_MAX_PIXELS);
+        assert!(truncated.is_err());
+    }
+}

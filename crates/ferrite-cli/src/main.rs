@@ -35,6 +35,8 @@ enum Command {
     Mine(commands::mine::MineArgs),
     /// Find every face in pictures or folders, classify its emotion, print JSON or CSV.
     Predict(Box<commands::predict::PredictArgs>),
+    /// Serve the HTTP API, the live WebSocket and the browser page.
+    Serve(Box<commands::serve::ServeArgs>),
     /// Annotate a video file or camera: faces tracked, labels smoothed, CSV and plot.
     Video(Box<commands::video::VideoArgs>),
 }
@@ -50,5 +52,6 @@ fn main() -> anyhow::Result<()> {
         Command::Mine(args) => commands::mine::run(&args),
         Command::Predict(args) => commands::predict::run(&args),
         Command::Video(args) => commands::video::run(&args),
+        Command::Serve(args) => commands::serve::run(&args),
     }
 }

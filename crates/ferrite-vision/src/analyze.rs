@@ -4,7 +4,7 @@ use std::time::Instant;
 
 use burn::prelude::*;
 use ferrite_data::{BatchConfig, ClassSet, FaceStore, Split};
-use ferrite_models::SavedModel;
+use ferrite_models::{ModelMeta, SavedModel};
 use ferrite_train::metrics::{Tta, predict_probabilities};
 use image::GrayImage;
 use serde::{Deserialize, Serialize};
@@ -63,6 +63,11 @@ impl Analyzer {
         &self.model.meta.classes
     }
 
+    /// What the model file says about itself: architecture, input, classes, model card.
+    pub fn meta(&self) -> &ModelMeta {
+        &self.model.meta
+    }
+
     /// Classifies 48×48 grey faces in batches, normalised exactly as in training.
     pub fn classify(&self, faces: &[Vec<u8>]) -> Vec<Vec<f32>> {
         if faces.is_empty() {
@@ -90,21 +95,22 @@ impl Analyzer {
 
     /// Every face in `picture`, classified.
     pub fn analyze(&self, detector: &mut dyn FaceDetector, picture: &GrayImage) -> Vec<Face> {
-        self.analyze_timed(detector, picture).0
+        self.analyze_timed(detector, picture, self.margins).0
     }
 
-    /// [`Analyzer::analyze`], with the time each stage took.
+    /// [`Analyzer::analyze`] with these margins, and the time each stage took.
     pub fn analyze_timed(
         &self,
         detector: &mut dyn FaceDetector,
         picture: &GrayImage,
+        margins: Margins,
     ) -> (Vec<Face>, StageTimes) {
         let started = Instant::now();
         let detections: Vec<Detection> = detector.detect(picture);
         let detected = Instant::now();
         let crops: Vec<Vec<u8>> = detections
             .iter()
-            .map(|d| crop_face(picture, &d.bbox, self.margins))
+            .map(|d| crop_face(picture, &d.bbox, margins))
             .collect();
         let faces = self
             .classify(&crops)

@@ -122,6 +122,17 @@ impl SeetaDetector {
         inner.set_slide_window_step(config.window_step, config.window_step);
         Ok(Self { inner, config })
     }
+
+    /// Changes the smallest face to find (at least 20 pixels).
+    pub fn set_min_face_size(&mut self, pixels: u32) -> Result<(), VisionError> {
+        let config = DetectorConfig {
+            min_face_size: pixels,
+            ..self.config.clone()
+        };
+        config.validate()?;
+        self.config = config;
+        Ok(())
+    }
 }
 
 impl FaceDetector for SeetaDetector {
@@ -165,6 +176,8 @@ impl FaceDetector for SeetaDetector {
                     score: face.score(),
                 }
             })
+            // rustface still reports larger faces when the minimum exceeds the picture.
+            .filter(|d| d.bbox.width >= self.config.min_face_size)
             .collect()
     }
 }

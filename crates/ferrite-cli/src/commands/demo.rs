@@ -28,7 +28,7 @@ pub fn run(args: &DemoArgs) -> anyhow::Result<()> {
     let mut detector = SeetaDetector::new(DetectorConfig::default())?;
     let photo = decode_picture(GROUP_PHOTO, DEFAULT_MAX_PIXELS)
         .map_err(|e| anyhow::anyhow!("the embedded photo: {e}"))?;
-    let (faces, times) = analyzer.analyze_timed(&mut detector, &photo.to_luma8());
+    let (faces, times) = analyzer.analyze_timed(&mut detector, &photo.to_luma8(), analyzer.margins);
 
     let mut annotated = photo.to_rgb8();
     annotate(&mut annotated, &faces);

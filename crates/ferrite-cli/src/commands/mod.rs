@@ -6,6 +6,7 @@ pub mod eval;
 pub mod mine;
 pub mod models;
 pub mod predict;
+pub mod serve;
 pub mod sweep;
 pub mod train;
 pub mod video;

@@ -1,0 +1,109 @@
+//! `GET /v1/live`: a WebSocket for live frames.
+//!
+//! The client sends each frame as a binary message (JPEG, PNG or WebP); the server answers
+//! with one text message per analysed frame: `{"frame": n, "dropped": d, ...analysis}`, or
+//! `{"frame": n, "error": ...}`. Only the newest frame waits: a frame that arrives while the
+//! previous one is analysed replaces any frame still waiting, so a slow server skips frames
+//! instead of falling ever further behind.
+
+use std::time::Instant;
+
+use axum::extract::State;
+use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::response::Response;
+use futures_util::{SinkExt, StreamExt};
+use serde_json::json;
+use tokio::sync::watch;
+
+use crate::api::{ApiError, AppState};
+use crate::pool::AnalyzeOptions;
+
+pub async fn upgrade(State(state): State<AppState>, socket: WebSocketUpgrade) -> Response {
+    socket.on_upgrade(move |socket| session(socket, state))
+}
+
+/// The newest frame not yet analysed, with its number (1, 2, …).
+type Latest = Option<(u64, Vec<u8>)>;
+
+async fn session(socket: WebSocket, state: AppState) {
+    let (mut sender, mut receiver) = socket.split();
+    let (latest_tx, mut latest_rx) = watch::channel::<Latest>(None);
+    let mut stopping = state.stopping.clone();
+
+    // Reader: keeps only the newest frame.
+    let reader = tokio::spawn(async move {
+        let mut number = 0;
+        while let Some(Ok(message)) = receiver.next().await {
+            match message {
+                Message::Binary(bytes) => {
+                    number += 1;
+                    latest_tx.send_replace(Some((number, bytes.to_vec())));
+                }
+                Message::Close(_) => break,
+                _ => {}
+            }
+        }
+    });
+
+    let mut last_answered = 0;
+    loop {
+        tokio::select! {
+            changed = latest_rx.changed() => {
+                if changed.is_err() {
+                    break; // the reader ended: the client went away
+                }
+            }
+            _ = stopping.changed() => break,
+        }
+        let Some((number, frame)) = latest_rx.borrow_and_update().clone() else {
+            continue;
+        };
+        let dropped = number - last_answered - 1;
+        last_answered = number;
+        state.metrics.frames_dropped.inc_by(dropped);
+        let answer = analyze_frame(&state, frame).await;
+        let mut message = match answer {
+            Ok(analysis) => serde_json::to_value(analysis).unwrap_or_default(),
+            Err(e) => json!({"error": e.message}),
+        };
+        message["frame"] = json!(number);
+        message["dropped"] = json!(dropped);
+        if sender
+            .send(Message::Text(message.to_string().into()))
+            .await
+            .is_err()
+        {
+            break;
+        }
+    }
+    let _ = sender.send(Message::Close(None)).await;
+    reader.abort();
+}
+
+async fn analyze_frame(state: &AppState, frame: Vec<u8>) -> Result<crate::Analysis, ApiError> {
+    let started = Instant::now();
+    let result = match state.pool.reserve() {
+        Ok(slot) => state
+            .pool
+            .analyze(slot, frame, AnalyzeOptions::default())
+            .await
+            .map_err(ApiError::from),
+        Err(busy) => Err(ApiError::from(busy)),
+    };
+    let status = result
+        .as_ref()
+        .map_or_else(|e| e.status, |_| axum::http::StatusCode::OK);
+    let metrics = &state.metrics;
+    metrics
+        .requests
+        .with_label_values(&["/v1/live", status.as_str()])
+        .inc();
+    metrics
+        .latency
+        .with_label_values(&["/v1/live"])
+        .observe(started.elapsed().as_secs_f64());
+    if let Ok(analysis) = &result {
+        metrics.faces.inc_by(analysis.faces.len() as u64);
+    }
+    result
+}

@@ -65,7 +65,10 @@ fn launch(binary: &Path, url: &str, video: &Path, profile: &Path) -> (Browser, S
             "--use-fake-device-for-media-stream",
             "--remote-debugging-port=0",
         ])
-        .arg(format!("--use-file-for-fake-video-capture={}", video.display()))
+        .arg(format!(
+            "--use-file-for-fake-video-capture={}",
+            video.display()
+        ))
         .arg(format!("--user-data-dir={}", profile.display()))
         .arg(url)
         .stdout(Stdio::null())
@@ -156,9 +159,10 @@ async fn the_page_draws_labelled_boxes_from_a_camera() {
         .iter()
         .find(|t| t["type"] == "page" && t["url"].as_str().unwrap_or("").starts_with(&server.base))
         .unwrap_or_else(|| panic!("our page among {targets:#}"));
-    let (socket, _) = tokio_tungstenite::connect_async(page["webSocketDebuggerUrl"].as_str().unwrap())
-        .await
-        .unwrap();
+    let (socket, _) =
+        tokio_tungstenite::connect_async(page["webSocketDebuggerUrl"].as_str().unwrap())
+            .await
+            .unwrap();
     let mut tools = DevTools { socket, next_id: 0 };
 
     let started = Instant::now();
@@ -166,12 +170,16 @@ async fn the_page_draws_labelled_boxes_from_a_camera() {
         let labels = tools
             .evaluate("[...document.querySelectorAll('li.face')].map(e => e.textContent)")
             .await;
-        if labels.as_array().is_some_and(|l| !l.is_empty()) || started.elapsed() > Duration::from_secs(30) {
+        if labels.as_array().is_some_and(|l| !l.is_empty())
+            || started.elapsed() > Duration::from_secs(30)
+        {
             break labels;
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
     };
-    let status = tools.evaluate("document.getElementById('status').textContent").await;
+    let status = tools
+        .evaluate("document.getElementById('status').textContent")
+        .await;
     let shot = tools
         .call("Page.captureScreenshot", json!({"format": "png"}))
         .await;
@@ -190,13 +198,23 @@ async fn the_page_draws_labelled_boxes_from_a_camera() {
         .iter()
         .filter_map(Value::as_str)
         .collect();
-    assert!(!labels.is_empty(), "no labelled box within 30 s; status: {status}");
-    let emotions = ["angry", "disgust", "fear", "happy", "sad", "surprise", "neutral"];
+    assert!(
+        !labels.is_empty(),
+        "no labelled box within 30 s; status: {status}"
+    );
+    let emotions = [
+        "angry", "disgust", "fear", "happy", "sad", "surprise", "neutral",
+    ];
     for label in &labels {
         let (emotion, percent) = label.split_once(' ').unwrap();
         assert!(emotions.contains(&emotion), "{label}");
         assert!(percent.ends_with('%'), "{label}");
     }
     let shot = image::load_from_memory(&png).unwrap();
-    assert!(shot.width() >= 640, "screenshot {}x{}", shot.width(), shot.height());
+    assert!(
+        shot.width() >= 640,
+        "screenshot {}x{}",
+        shot.width(),
+        shot.height()
+    );
 }

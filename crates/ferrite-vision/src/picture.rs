@@ -11,6 +11,28 @@ use crate::VisionError;
 /// the detector's boxes already drawn in red), copied by build.rs.
 pub const GROUP_PHOTO: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/group-photo.png"));
 
+/// 640×480 test frames cut from [`GROUP_PHOTO`], for tests and benchmarks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SampleFrame {
+    /// One face, about 280 pixels wide.
+    OneFace,
+    /// Five faces, about 85 pixels wide.
+    FiveFaces,
+}
+
+impl SampleFrame {
+    pub fn render(self) -> DynamicImage {
+        let (x, y, width, height) = match self {
+            SampleFrame::OneFace => (824, 245, 140, 105),
+            SampleFrame::FiveFaces => (560, 155, 420, 315),
+        };
+        decode_picture(GROUP_PHOTO, DEFAULT_MAX_PIXELS)
+            .expect("the embedded photo decodes")
+            .crop_imm(x, y, width, height)
+            .resize_exact(640, 480, image::imageops::FilterType::CatmullRom)
+    }
+}
+
 /// The default refusal threshold: 50 megapixels.
 pub const DEFAULT_MAX_PIXELS: u64 = 50_000_000;
 

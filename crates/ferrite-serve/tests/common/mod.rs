@@ -11,8 +11,7 @@ use ferrite_models::SavedModel;
 use ferrite_serve::ServeConfig;
 use ferrite_serve::api::{AppState, router};
 use ferrite_vision::Analyzer;
-use ferrite_vision::picture::{DEFAULT_MAX_PIXELS, GROUP_PHOTO};
-use image::imageops::FilterType;
+use ferrite_vision::picture::{DEFAULT_MAX_PIXELS, GROUP_PHOTO, SampleFrame};
 use image::{DynamicImage, ImageFormat};
 
 pub struct Server {
@@ -60,18 +59,12 @@ pub fn group_photo() -> DynamicImage {
     ferrite_vision::decode_picture(GROUP_PHOTO, DEFAULT_MAX_PIXELS).unwrap()
 }
 
-/// 640×480 around one face of the group photo (whose face is about 280 px wide here).
 pub fn one_face() -> DynamicImage {
-    group_photo()
-        .crop_imm(824, 245, 140, 105)
-        .resize_exact(640, 480, FilterType::CatmullRom)
+    SampleFrame::OneFace.render()
 }
 
-/// A 640×480 picture with five faces of the group photo.
 pub fn five_faces() -> DynamicImage {
-    group_photo()
-        .crop_imm(560, 155, 420, 315)
-        .resize_exact(640, 480, FilterType::CatmullRom)
+    SampleFrame::FiveFaces.render()
 }
 
 pub fn encode(picture: &DynamicImage, format: ImageFormat) -> Vec<u8> {

@@ -33,7 +33,7 @@ fn write_y4m(path: &Path, frames: usize) {
     let grey = five_faces().to_luma8();
     let (w, h) = grey.dimensions();
     let mut file = std::io::BufWriter::new(std::fs::File::create(path).unwrap());
-    write!(file, "YUV4MPEG2 W{w} H{h} F10:1 Ip A1:1 C420jpeg\n").unwrap();
+    writeln!(file, "YUV4MPEG2 W{w} H{h} F10:1 Ip A1:1 C420jpeg").unwrap();
     let chroma = vec![128u8; (w as usize / 2) * (h as usize / 2)];
     for _ in 0..frames {
         file.write_all(b"FRAME\n").unwrap();

@@ -11,7 +11,7 @@ use axum::extract::{DefaultBodyLimit, FromRequest, Multipart, Query, Request, St
 use axum::http::{StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
-use ferrite_vision::Analyzer;
+use ferrite_vision::{Analyzer, PictureError};
 use serde_json::json;
 use tokio::sync::watch;
 
@@ -118,8 +118,8 @@ impl From<PoolError> for ApiError {
             PoolError::Busy(_) | PoolError::Timeout(_) | PoolError::Stopped => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
-            PoolError::BadPicture(m) if m.contains("limit of") => StatusCode::PAYLOAD_TOO_LARGE,
-            PoolError::BadPicture(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            PoolError::BadPicture(PictureError::TooLarge { .. }) => StatusCode::PAYLOAD_TOO_LARGE,
+            PoolError::BadPicture(PictureError::Unreadable(_)) => StatusCode::UNPROCESSABLE_ENTITY,
             PoolError::BadOption(_) => StatusCode::BAD_REQUEST,
         };
         ApiError::new(status, e.to_string())
@@ -191,12 +191,8 @@ async fn analyze_request(
 ) -> Result<crate::Analysis, ApiError> {
     let Query(options) =
         options.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.body_text()))?;
-    if options.top_k == Some(0) {
-        return Err(ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "top_k must be at least 1",
-        ));
-    }
+    options.check()?;
+
     // The body is read before a slot is asked for: refusing mid-upload would reset the
     // client's connection instead of answering it.
     let picture = read_picture(request).await?;

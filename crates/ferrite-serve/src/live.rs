@@ -8,8 +8,11 @@
 
 use std::time::Instant;
 
-use axum::extract::State;
+use axum::extract::rejection::QueryRejection;
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::extract::{Query, State};
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
 use axum::response::Response;
 use futures_util::{SinkExt, StreamExt};
 use serde_json::json;
@@ -18,14 +21,29 @@ use tokio::sync::watch;
 use crate::api::{ApiError, AppState};
 use crate::pool::AnalyzeOptions;
 
-pub async fn upgrade(State(state): State<AppState>, socket: WebSocketUpgrade) -> Response {
-    socket.on_upgrade(move |socket| session(socket, state))
+/// The session's options come from the query string (`/v1/live?min_face_size=60`), as for
+/// `/v1/analyze`.
+pub async fn upgrade(
+    State(state): State<AppState>,
+    options: Result<Query<AnalyzeOptions>, QueryRejection>,
+    socket: WebSocketUpgrade,
+) -> Response {
+    let options = options
+        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.body_text()))
+        .and_then(|Query(options)| {
+            options.check()?;
+            Ok(options)
+        });
+    match options {
+        Ok(options) => socket.on_upgrade(move |socket| session(socket, state, options)),
+        Err(e) => e.into_response(),
+    }
 }
 
 /// The newest frame not yet analysed, with its number (1, 2, …).
 type Latest = Option<(u64, Vec<u8>)>;
 
-async fn session(socket: WebSocket, state: AppState) {
+async fn session(socket: WebSocket, state: AppState, options: AnalyzeOptions) {
     let (mut sender, mut receiver) = socket.split();
     let (latest_tx, mut latest_rx) = watch::channel::<Latest>(None);
     let mut stopping = state.stopping.clone();
@@ -61,7 +79,7 @@ async fn session(socket: WebSocket, state: AppState) {
         let dropped = number - last_answered - 1;
         last_answered = number;
         state.metrics.frames_dropped.inc_by(dropped);
-        let answer = analyze_frame(&state, frame).await;
+        let answer = analyze_frame(&state, frame, options).await;
         let mut message = match answer {
             Ok(analysis) => serde_json::to_value(analysis).unwrap_or_default(),
             Err(e) => json!({"error": e.message}),
@@ -80,12 +98,16 @@ async fn session(socket: WebSocket, state: AppState) {
     reader.abort();
 }
 
-async fn analyze_frame(state: &AppState, frame: Vec<u8>) -> Result<crate::Analysis, ApiError> {
+async fn analyze_frame(
+    state: &AppState,
+    frame: Vec<u8>,
+    options: AnalyzeOptions,
+) -> Result<crate::Analysis, ApiError> {
     let started = Instant::now();
     let result = match state.pool.reserve() {
         Ok(slot) => state
             .pool
-            .analyze(slot, frame, AnalyzeOptions::default())
+            .analyze(slot, frame, options)
             .await
             .map_err(ApiError::from),
         Err(busy) => Err(ApiError::from(busy)),

@@ -9,7 +9,7 @@ use std::sync::{Arc, mpsc};
 use std::time::{Duration, Instant};
 
 use ferrite_vision::{
-    Analyzer, DetectorConfig, Face, FaceDetector, Margins, SeetaDetector, StageTimes,
+    Analyzer, DetectorConfig, Face, FaceDetector, Margins, PictureError, SeetaDetector, StageTimes,
     decode_picture,
 };
 use serde::{Deserialize, Serialize};
@@ -27,6 +27,21 @@ pub struct AnalyzeOptions {
     pub min_face_size: Option<u32>,
     /// Keep only the k most probable emotions of each face, most probable first.
     pub top_k: Option<usize>,
+}
+
+impl AnalyzeOptions {
+    /// Refuses options no picture could satisfy, before any work is done.
+    pub fn check(&self) -> Result<(), PoolError> {
+        if self.top_k == Some(0) {
+            return Err(PoolError::BadOption("top_k must be at least 1".into()));
+        }
+        if let Some(size) = self.min_face_size.filter(|&s| s < 20) {
+            return Err(PoolError::BadOption(format!(
+                "min_face_size {size} is below SeetaFace's minimum of 20"
+            )));
+        }
+        Ok(())
+    }
 }
 
 /// What one picture gave.
@@ -53,8 +68,8 @@ pub enum PoolError {
     Busy(usize),
     #[error("analysis did not finish within {0:?}")]
     Timeout(Duration),
-    #[error("{0}")]
-    BadPicture(String),
+    #[error(transparent)]
+    BadPicture(#[from] PictureError),
     #[error("{0}")]
     BadOption(String),
     #[error("the inference workers have stopped")]
@@ -185,8 +200,7 @@ impl Worker {
         self.detector
             .set_min_face_size(min_face)
             .map_err(|e| PoolError::BadOption(e.to_string()))?;
-        let picture =
-            decode_picture(bytes, self.config.max_pixels).map_err(PoolError::BadPicture)?;
+        let picture = decode_picture(bytes, self.config.max_pixels)?;
         let decode_ms = started.elapsed().as_secs_f64() * 1e3;
         let margins = Margins {
             horizontal: options.margin_x.unwrap_or(self.config.margins.horizontal),

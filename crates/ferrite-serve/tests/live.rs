@@ -90,3 +90,30 @@ where
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn session_options_come_from_the_query_and_bad_ones_are_refused() {
+    let server = Server::start(ServeConfig::default()).await;
+    let ws = server.base.replace("http://", "ws://");
+    let refused = tokio_tungstenite::connect_async(format!("{ws}/v1/live?top_k=0")).await;
+    match refused {
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+            assert_eq!(response.status(), 400)
+        }
+        other => panic!("expected a 400 refusal, got {other:?}"),
+    }
+    let url = format!("{ws}/v1/live?top_k=1&min_face_size=60");
+    let (mut socket, _) = tokio_tungstenite::connect_async(url).await.unwrap();
+    let five = encode(&five_faces(), ImageFormat::Jpeg);
+    socket.send(Message::Binary(five.into())).await.unwrap();
+    let answer = next_answer(&mut socket).await;
+    let faces = answer["faces"].as_array().unwrap();
+    assert_eq!(faces.len(), 5, "{answer}");
+    assert!(
+        faces
+            .iter()
+            .all(|f| f["probabilities"].as_array().unwrap().len() == 1)
+    );
+    socket.close(None).await.unwrap();
+    server.stop().await;
+}

@@ -17,7 +17,7 @@ pub mod video;
 pub use analyze::{Analyzer, Face, StageTimes};
 pub use crop::Margins;
 pub use detect::{BoundingBox, DetectorConfig, FaceDetector, SeetaDetector};
-pub use picture::{decode_picture, open_picture};
+pub use picture::{PictureError, decode_picture, open_picture};
 
 #[derive(Debug, thiserror::Error)]
 pub enum VisionError {
@@ -29,5 +29,11 @@ pub enum VisionError {
     Image {
         path: std::path::PathBuf,
         message: String,
+    },
+    #[error("{path}: {source}", path = .path.display())]
+    Picture {
+        path: std::path::PathBuf,
+        #[source]
+        source: picture::PictureError,
     },
 }

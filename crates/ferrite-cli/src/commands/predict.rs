@@ -5,7 +5,9 @@ use std::path::{Path, PathBuf};
 use burn::prelude::Device;
 use clap::{Args, ValueEnum};
 use ferrite_vision::annotate::annotate;
-use ferrite_vision::{Analyzer, DetectorConfig, Face, Margins, SeetaDetector};
+use ferrite_vision::{
+    Analyzer, DetectorConfig, Face, Margins, PictureError, SeetaDetector, VisionError,
+};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use rayon::prelude::*;
 use serde::Serialize;
@@ -159,7 +161,13 @@ fn analyze_file(
         Err(e) => {
             return PictureResult {
                 file: file.to_path_buf(),
-                error: Some(e.to_string()),
+                error: Some(match e {
+                    VisionError::Picture {
+                        source: PictureError::TooLarge { .. },
+                        ..
+                    } => format!("{e} (see --max-pixels)"),
+                    e => e.to_string(),
+                }),
                 faces: Vec::new(),
             };
         }

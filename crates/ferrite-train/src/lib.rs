@@ -26,7 +26,9 @@ use std::path::PathBuf;
 pub use config::{OptimizerKind, TrainConfig};
 pub use metrics::{Confusion, Tta};
 pub use schedule::Schedule;
-pub use trainer::{EpochRecord, RunOptions, TrainOutcome, train};
+pub use trainer::{
+    EpochRecord, RunOptions, StepResult, TrainOutcome, optimizer, train, train_step,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum TrainError {

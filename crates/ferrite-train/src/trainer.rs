@@ -5,12 +5,12 @@ use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::time::Instant;
 
-use burn::nn::loss::CrossEntropyLossConfig;
+use burn::nn::loss::{CrossEntropyLoss, CrossEntropyLossConfig};
 use burn::optim::decay::WeightDecayConfig;
 use burn::optim::momentum::MomentumConfig;
 use burn::optim::{AdamConfig, AdamWConfig, GradientsParams, ModuleOptimizer, SgdConfig};
 use burn::prelude::*;
-use ferrite_data::{BatchConfig, ClassMap, EpochPlan, FaceStore};
+use ferrite_data::{BatchConfig, ClassMap, EpochPlan, FaceBatch, FaceStore};
 use ferrite_models::saved::write_atomic;
 use ferrite_models::{ModelMeta, Network, SavedModel};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
@@ -125,7 +125,8 @@ fn setup<'a>(config: &TrainConfig, data: &'a FaceStore) -> Result<Setup<'a>, Tra
     })
 }
 
-fn optimizer(config: &TrainConfig) -> ModuleOptimizer {
+/// The optimizer a config names, with Keras/PyTorch defaults.
+pub fn optimizer(config: &TrainConfig) -> ModuleOptimizer {
     let decay =
         (config.weight_decay > 0.0).then(|| WeightDecayConfig::new(config.weight_decay as f32));
     match config.optimizer {
@@ -450,6 +451,38 @@ fn card(
     }
 }
 
+/// What one optimisation step measured on its batch.
+pub struct StepResult {
+    pub loss: f32,
+    pub correct: i64,
+}
+
+/// One optimisation step: forward, loss (hard or FER+ soft labels), backward, update.
+pub fn train_step(
+    network: Network,
+    optim: &mut ModuleOptimizer,
+    loss_fn: &CrossEntropyLoss,
+    batch: FaceBatch,
+    soft_labels: bool,
+    learning_rate: f64,
+) -> (Network, StepResult) {
+    let logits = network.forward(batch.images);
+    let predicted = logits.clone().detach().argmax(1).squeeze_dim::<1>(1);
+    let correct: i64 = predicted
+        .equal(batch.targets.clone())
+        .int()
+        .sum()
+        .into_scalar();
+    let loss = match (soft_labels, batch.soft_targets) {
+        (true, Some(soft)) => burn::tensor::loss::cross_entropy_with_logits(logits, soft),
+        _ => loss_fn.forward(logits, batch.targets),
+    };
+    let grads = GradientsParams::from_grads(loss.backward(), &network);
+    let network = optim.step(learning_rate, network, grads);
+    let loss: f32 = loss.into_scalar();
+    (network, StepResult { loss, correct })
+}
+
 /// One pass over the training rows: batches are built (augmented, normalised) on a
 /// prefetch thread while the previous batch trains. Returns the network, mean loss and accuracy.
 #[allow(clippy::too_many_arguments)]
@@ -501,21 +534,16 @@ fn train_epoch(
                 &state.plateau,
             );
             let n = host.len();
-            let batch = host.to_device(autodiff);
-            let logits = network.forward(batch.images);
-            let predicted = logits.clone().detach().argmax(1).squeeze_dim::<1>(1);
-            let batch_correct: i64 = predicted
-                .equal(batch.targets.clone())
-                .int()
-                .sum()
-                .into_scalar();
-            let loss = match (config.soft_labels, batch.soft_targets) {
-                (true, Some(soft)) => burn::tensor::loss::cross_entropy_with_logits(logits, soft),
-                _ => loss_fn.forward(logits, batch.targets),
-            };
-            let grads = GradientsParams::from_grads(loss.backward(), &network);
-            network = optim.step(lr, network, grads);
-            let batch_loss: f32 = loss.into_scalar();
+            let step;
+            (network, step) = train_step(
+                network,
+                optim,
+                &loss_fn,
+                host.to_device(autodiff),
+                config.soft_labels,
+                lr,
+            );
+            let (batch_loss, batch_correct) = (step.loss, step.correct);
             loss_sum += batch_loss as f64 * n as f64;
             correct += batch_correct;
             seen += n;

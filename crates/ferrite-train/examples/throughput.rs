@@ -3,6 +3,7 @@
 //!
 //!   throughput train MODEL BATCH STEPS WARMUP
 //!   throughput infer  MODEL BATCH STEPS WARMUP
+//!   throughput peak                      (multiply-adds/s of a large f32 matmul: the roofline)
 //!
 //! Prints one JSON line: images/s, median ms per batch, peak resident memory.
 
@@ -37,8 +38,31 @@ fn random_store(images: usize) -> FaceStore {
     )
 }
 
+/// The practical compute ceiling of this machine for our backend: a 2048² f32 matmul
+/// (AVX-512 gemm on all cores), best of 5, in multiply-adds per second.
+fn peak_macs_per_second() -> f64 {
+    let device = Device::flex();
+    let n: usize = 2048;
+    let a = Tensor::<2>::random([n, n], burn::tensor::Distribution::Default, &device);
+    let b = Tensor::<2>::random([n, n], burn::tensor::Distribution::Default, &device);
+    (0..6)
+        .map(|_| {
+            let started = Instant::now();
+            let c = a.clone().matmul(b.clone());
+            let _ = c.into_data().try_to_vec::<f32>();
+            let seconds = started.elapsed().as_secs_f64();
+            (n * n * n) as f64 / seconds
+        })
+        .skip(1)
+        .fold(0.0, f64::max)
+}
+
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().map(String::as_str) == Some("peak") {
+        println!("{{\"peak_gmacs\": {:.1}}}", peak_macs_per_second() / 1e9);
+        return Ok(());
+    }
     let [mode, model, batch, steps, warmup] = args.as_slice() else {
         return Err("usage: throughput train|infer MODEL BATCH STEPS WARMUP".into());
     };
@@ -94,8 +118,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     let total: f64 = times.iter().sum();
     times.sort_by(f64::total_cmp);
+    let network = ModelConfig::new(architecture, 7).init(&Device::flex())?;
     println!(
-        "{{\"framework\": \"ferrite\", \"mode\": \"{mode}\", \"model\": \"{model}\", \"batch\": {batch}, \"images_per_second\": {:.1}, \"median_ms\": {:.2}, \"peak_rss_mb\": {:.0}}}",
+        "{{\"framework\": \"ferrite\", \"mode\": \"{mode}\", \"model\": \"{model}\", \"batch\": {batch}, \"params\": {}, \"macs\": {}, \"images_per_second\": {:.1}, \"median_ms\": {:.2}, \"peak_rss_mb\": {:.0}}}",
+        network.trainable_params(),
+        network.macs(48),
         (batch * times.len()) as f64 / total,
         times[times.len() / 2] * 1e3,
         peak_rss_mb()

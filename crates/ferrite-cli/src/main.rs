@@ -2,6 +2,12 @@
 
 mod commands;
 
+// Training allocates and frees large tensors every step; glibc's malloc hands them back to the
+// kernel and faults them in again (about a fifth of the step in page faults, measured with
+// perf), mimalloc keeps them.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]

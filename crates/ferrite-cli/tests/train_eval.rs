@@ -302,4 +302,47 @@ fn hard_mining_runs_normal_hard_and_rebalance_phases_with_a_capped_hard_set() {
         per_class.iter().all(|&n| n <= limit),
         "{per_class:?} exceeds {limit} of {mined}"
     );
+
+    // The mixed variant: hard examples oversampled within normal epochs, from a given model.
+    let mixed = dir.path().join("mixed");
+    let start = out.join("round0-normal").join("best.ferrite");
+    let (ok, stdout, stderr) = run(&[
+        "train",
+        csv,
+        "--hard-mining",
+        "--mine-from",
+        start.to_str().unwrap(),
+        "--hard-mix",
+        "0.5",
+        "--hard-epochs",
+        "1",
+        "--rebalance-epochs",
+        "1",
+        "--limit-train",
+        "300",
+        "--limit-validation",
+        "200",
+        "--out",
+        mixed.to_str().unwrap(),
+        "--quiet",
+    ]);
+    assert!(ok, "{stderr}");
+    assert!(stdout.contains("round 1 hard mixed at 50 %"), "{stdout}");
+    assert!(
+        !mixed.join("round0-normal").exists(),
+        "--mine-from skips the first training"
+    );
+    let (ok, _, stderr) = run(&[
+        "train",
+        csv,
+        "--hard-mining",
+        "--hard-mix",
+        "1.5",
+        "--out",
+        mixed.to_str().unwrap(),
+    ]);
+    assert!(
+        !ok && stderr.contains("hard_mix must be in (0, 1)"),
+        "{stderr}"
+    );
 }

@@ -16,6 +16,10 @@ use ferrite_models::{Architecture, ModelConfig};
 use ferrite_train::{TrainConfig, optimizer, train_step};
 use rand::{Rng, SeedableRng};
 
+// The same allocator as the ferrite binary.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn peak_rss_mb() -> f64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
     status

@@ -59,6 +59,10 @@ pub struct TrainConfig {
     /// Train only on the FER2013 data rows listed in this file (one per line), e.g. a
     /// hard set from `ferrite mine`.
     pub train_rows_file: Option<PathBuf>,
+    /// With `train_rows_file`: train on all training rows, the listed ones oversampled to
+    /// make up this share of each epoch (hard examples mixed into normal batches), instead
+    /// of on the listed rows alone.
+    pub hard_mix: Option<f64>,
 }
 
 impl Default for TrainConfig {
@@ -90,6 +94,7 @@ impl Default for TrainConfig {
             limit_validation: None,
             init_from: None,
             train_rows_file: None,
+            hard_mix: None,
         }
     }
 }
@@ -133,6 +138,8 @@ impl TrainConfig {
             Some("learning_rate must be positive")
         } else if !(0.0..1.0).contains(&self.label_smoothing) {
             Some("label_smoothing must be in [0, 1)")
+        } else if self.hard_mix.is_some_and(|m| !(m > 0.0 && m < 1.0)) {
+            Some("hard_mix must be in (0, 1)")
         } else {
             None
         };

@@ -99,6 +99,22 @@ pub fn read_rows(path: &Path) -> Result<Vec<u32>, TrainError> {
         .collect()
 }
 
+/// All of `rows`, plus extra copies of `hard` (a subset of them) so that hard rows make up
+/// about `share` of the result: hard examples oversampled within normal epochs.
+pub fn oversample(rows: Vec<usize>, hard: &[usize], share: f64) -> Vec<usize> {
+    let (n, h) = (rows.len() as f64, hard.len() as f64);
+    if h == 0.0 || share <= h / n {
+        return rows;
+    }
+    // (h + extra·h) / (n + extra·h) = share  ⇒  extra = (share·n − h) / ((1 − share)·h)
+    let extra = ((share * n - h) / ((1.0 - share) * h)).round() as usize;
+    let mut mixed = rows;
+    for _ in 0..extra {
+        mixed.extend_from_slice(hard);
+    }
+    mixed
+}
+
 /// The recipe's schedule of phases.
 #[derive(Debug, Clone)]
 pub struct MiningPlan {
@@ -108,6 +124,29 @@ pub struct MiningPlan {
     pub rebalance_epochs: usize,
     /// At most this share of the misclassified images from any one class.
     pub cap: Option<f64>,
+    /// Mix the hard set into normal epochs at this share instead of a hard-only phase.
+    pub mix: Option<f64>,
+}
+
+impl MiningPlan {
+    /// Refuses a plan before any training starts.
+    pub fn validate(&self) -> Result<(), TrainError> {
+        let problem = if self.rounds == 0 {
+            Some("rounds must be at least 1")
+        } else if self.mix.is_some_and(|m| !(m > 0.0 && m < 1.0)) {
+            Some("hard_mix must be in (0, 1)")
+        } else if self.cap.is_some_and(|c| !(c > 0.0 && c <= 1.0)) {
+            Some("hard_cap must be in (0, 1]")
+        } else {
+            None
+        };
+        problem.map_or(Ok(()), |p| {
+            Err(TrainError::Config {
+                origin: "hard mining".into(),
+                message: p.into(),
+            })
+        })
+    }
 }
 
 /// One phase's results.
@@ -130,6 +169,8 @@ pub fn run_hard_mining(
     out: &Path,
     options: &RunOptions,
 ) -> Result<Vec<Phase>, TrainError> {
+    plan.validate()?;
+    base.validate()?;
     let options = RunOptions {
         resume: true,
         ..options.clone()
@@ -171,11 +212,15 @@ pub fn run_hard_mining(
             epochs: plan.hard_epochs,
             init_from: Some(current.clone()),
             train_rows_file: Some(rows_file),
+            hard_mix: plan.mix,
             ..base.clone()
         };
         let hard_dir = out.join(format!("round{round}-hard"));
         phases.push(run_phase(
-            format!("round {round} hard"),
+            match plan.mix {
+                Some(share) => format!("round {round} hard mixed at {:.0} %", share * 100.0),
+                None => format!("round {round} hard"),
+            },
             &hard_config,
             data,
             hard_dir.clone(),
@@ -258,4 +303,22 @@ fn write_summary(phases: &[Phase], out: &Path) -> Result<(), TrainError> {
         &[("val_accuracy", curves)],
     )?;
     Ok(ferrite_viz::save_png(image, &out.join("hard-mining.png"))?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::oversample;
+
+    #[test]
+    fn oversampling_reaches_the_share_and_keeps_every_row() {
+        let rows: Vec<usize> = (0..1000).collect();
+        let hard: Vec<usize> = (0..100).collect();
+        let mixed = oversample(rows.clone(), &hard, 0.5);
+        let hard_count = mixed.iter().filter(|&&i| i < 100).count();
+        let share = hard_count as f64 / mixed.len() as f64;
+        assert!((share - 0.5).abs() < 0.02, "share {share}");
+        assert!(rows.iter().all(|r| mixed.contains(r)));
+        // A share the hard rows already have needs no copies.
+        assert_eq!(oversample(rows.clone(), &hard, 0.05), rows);
+    }
 }

@@ -92,13 +92,21 @@ fn setup<'a>(config: &TrainConfig, data: &'a FaceStore) -> Result<Setup<'a>, Tra
     if let Some(file) = &config.train_rows_file {
         let wanted: std::collections::HashSet<u32> =
             crate::mining::read_rows(file)?.into_iter().collect();
-        train_rows.retain(|&i| wanted.contains(&store.source_row(i)));
-        if train_rows.is_empty() {
+        let listed: Vec<usize> = train_rows
+            .iter()
+            .copied()
+            .filter(|&i| wanted.contains(&store.source_row(i)))
+            .collect();
+        if listed.is_empty() {
             return Err(TrainError::Config {
                 origin: file.display().to_string(),
                 message: "lists none of the training rows of this data".into(),
             });
         }
+        train_rows = match config.hard_mix {
+            Some(share) => crate::mining::oversample(train_rows, &listed, share),
+            None => listed,
+        };
     }
     let train_rows = limit(train_rows, config.limit_train, 1);
     let val_rows = limit(split.validation, config.limit_validation, 2);

@@ -102,6 +102,10 @@ pub struct TrainArgs {
     /// Hard mining: keep at most this share of the misclassified images from any one class.
     #[arg(long, requires = "hard_mining")]
     hard_cap: Option<f64>,
+    /// Hard mining: instead of a hard-only phase, train on all images with the hard ones
+    /// oversampled to this share of each epoch (e.g. 0.5).
+    #[arg(long, requires = "hard_mining")]
+    hard_mix: Option<f64>,
     /// Where to train: `cpu` (burn-flex, all cores). GPU backends are not in this build.
     #[arg(long, default_value = "cpu")]
     pub device: String,
@@ -248,6 +252,7 @@ pub fn run(args: &TrainArgs) -> anyhow::Result<()> {
             hard_epochs: args.hard_epochs,
             rebalance_epochs: args.rebalance_epochs,
             cap: args.hard_cap,
+            mix: args.hard_mix,
         };
         let phases = run_hard_mining(
             &config,

@@ -24,9 +24,10 @@ for model in $MODELS; do
   [ "$model" = vgg ] && steps=$((STEPS / 4 > 2 ? STEPS / 4 : 2))
   for ((r = 0; r < ROUNDS; r++)); do
     # Alternate the order so no framework always runs on a warmer or cooler machine.
-    for fw in ferrite torch keras; do
+    for fw in ferrite torch torch-cl keras; do
       case $fw in
         ferrite) $ferrite train "$model" 64 "$steps" 2 ;;
+        torch-cl) peer --framework torch --channels-last --model "$model" --batch 64 --steps "$steps" --warmup 2 ;;
         *) peer --framework "$fw" --model "$model" --batch 64 --steps "$steps" --warmup 2 ;;
       esac
     done >>"$results"
@@ -34,6 +35,7 @@ for model in $MODELS; do
       n=$((batch == 1 ? 200 : steps))
       $ferrite infer "$model" "$batch" "$n" 5 >>"$results"
       peer --framework torch --model "$model" --batch "$batch" --steps "$n" --warmup 5 --infer >>"$results"
+      peer --framework torch --channels-last --model "$model" --batch "$batch" --steps "$n" --warmup 5 --infer >>"$results"
       peer --framework keras --model "$model" --batch "$batch" --steps "$n" --warmup 5 --infer >>"$results"
     done
   done

@@ -100,6 +100,7 @@ def main():
                 total.append(t_total)
         ms = lambda xs: round(statistics.median(xs) * 1e3, 3)
         print(json.dumps({
+            "framework": "fer",
             "image": path,
             "width": img.shape[1],
             "height": img.shape[0],

@@ -420,7 +420,7 @@ def params_line(framework, name, params):
 def result(framework, a, params, times, extra):
     total = sum(times)
     out = {
-        "framework": framework,
+        "framework": framework + ("-channels-last" if getattr(a, "channels_last", False) else ""),
         "model": a.model,
         "params": params,
         "batch": a.batch,

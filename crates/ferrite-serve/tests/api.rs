@@ -2,7 +2,7 @@
 
 mod common;
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use common::{Server, encode, five_faces, group_photo, one_face};
 use ferrite_serve::ServeConfig;
@@ -318,4 +318,36 @@ async fn concurrent_load_is_answered_or_refused_with_503() {
     }
     assert!(ok >= 3, "only {ok} of 24 requests were served");
     server.stop().await;
+}
+
+/// Shutting down while a request is being analysed finishes that request first.
+#[tokio::test(flavor = "multi_thread")]
+async fn shutdown_finishes_the_request_in_flight() {
+    let server = Server::start(ServeConfig::default()).await;
+    let url = format!("{}/v1/analyze", server.base);
+    let photo = encode(&group_photo(), ImageFormat::Png);
+    let request = tokio::spawn(async move {
+        let response = reqwest::Client::new()
+            .post(url)
+            .header("content-type", "image/png")
+            .body(photo)
+            .send()
+            .await
+            .unwrap();
+        let answered = Instant::now();
+        let status = response.status();
+        let json: Value = response.json().await.unwrap();
+        (status, json, answered)
+    });
+    // The 29-face photo takes a few hundred milliseconds to analyse; stop well inside that.
+    tokio::time::sleep(Duration::from_millis(60)).await;
+    let stopping = Instant::now();
+    server.stop().await;
+    let (status, json, answered) = request.await.unwrap();
+    assert!(
+        answered > stopping,
+        "the request had finished before the shutdown began"
+    );
+    assert_eq!(status, StatusCode::OK, "{json}");
+    assert!(json["faces"].as_array().unwrap().len() >= 25);
 }

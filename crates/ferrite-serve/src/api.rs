@@ -159,26 +159,18 @@ async fn analyze(
 ) -> Response {
     let started = Instant::now();
     let result = analyze_request(&state, options, request).await;
-    let status = match &result {
-        Ok(_) => StatusCode::OK,
-        Err(e) => e.status,
+    let (status, faces) = match &result {
+        Ok(analysis) => (StatusCode::OK, analysis.faces.len()),
+        Err(e) => (e.status, 0),
     };
-    let metrics = &state.metrics;
-    metrics
-        .requests
-        .with_label_values(&["/v1/analyze", status.as_str()])
-        .inc();
-    metrics
-        .latency
-        .with_label_values(&["/v1/analyze"])
-        .observe(started.elapsed().as_secs_f64());
+    let seconds = started.elapsed().as_secs_f64();
+    state
+        .metrics
+        .record("/v1/analyze", status.as_u16(), seconds, faces);
     match result {
-        Ok(analysis) => {
-            metrics.faces.inc_by(analysis.faces.len() as u64);
-            Json(analysis).into_response()
-        }
+        Ok(analysis) => Json(analysis).into_response(),
         Err(e) => {
-            metrics.errors.with_label_values(&[e.kind()]).inc();
+            state.metrics.errors.with_label_values(&[e.kind()]).inc();
             e.into_response()
         }
     }

@@ -105,27 +105,17 @@ async fn analyze_frame(
 ) -> Result<crate::Analysis, ApiError> {
     let started = Instant::now();
     let result = match state.pool.reserve() {
-        Ok(slot) => state
-            .pool
-            .analyze(slot, frame, options)
-            .await
-            .map_err(ApiError::from),
-        Err(busy) => Err(ApiError::from(busy)),
-    };
-    let status = result
-        .as_ref()
-        .map_or_else(|e| e.status, |_| axum::http::StatusCode::OK);
-    let metrics = &state.metrics;
-    metrics
-        .requests
-        .with_label_values(&["/v1/live", status.as_str()])
-        .inc();
-    metrics
-        .latency
-        .with_label_values(&["/v1/live"])
-        .observe(started.elapsed().as_secs_f64());
-    if let Ok(analysis) = &result {
-        metrics.faces.inc_by(analysis.faces.len() as u64);
+        Ok(slot) => state.pool.analyze(slot, frame, options).await,
+        Err(busy) => Err(busy),
     }
+    .map_err(ApiError::from);
+    let (status, faces) = match &result {
+        Ok(analysis) => (StatusCode::OK, analysis.faces.len()),
+        Err(e) => (e.status, 0),
+    };
+    let seconds = started.elapsed().as_secs_f64();
+    state
+        .metrics
+        .record("/v1/live", status.as_u16(), seconds, faces);
     result
 }

@@ -71,6 +71,15 @@ impl Metrics {
         }
     }
 
+    /// One answered request (or live frame) on `route`.
+    pub fn record(&self, route: &str, status: u16, seconds: f64, faces: usize) {
+        self.requests
+            .with_label_values(&[route, &status.to_string()])
+            .inc();
+        self.latency.with_label_values(&[route]).observe(seconds);
+        self.faces.inc_by(faces as u64);
+    }
+
     pub fn render(&self) -> String {
         let mut text = Vec::new();
         // Encoding our own well-formed families into a Vec cannot fail.

@@ -47,6 +47,9 @@ echo "== seed-cnn: hard-data mining from the trained seed-cnn (1 hard epoch, $EP
 $ferrite train "${common[@]}" --model seed-cnn --epochs "$EPOCHS" --out "$RUNS/hard-mining" \
   --hard-mining --mine-from "$RUNS/models/model-seed-cnn-seed1/best.ferrite" \
   --hard-epochs 1 --rebalance-epochs "$EPOCHS"
+echo "== seed-cnn: the control for hard mining, as many normal epochs as mining's three phases"
+$ferrite sweep "${common[@]}" --epochs "$((2 * EPOCHS + 1))" --seeds "$SEEDS" --out "$RUNS/control" \
+  --models seed-cnn
 echo "== seed-cnn: 5 classes (angry and disgust dropped)"
 $ferrite sweep "${common[@]}" --epochs "$EPOCHS" --seeds "$SEEDS" --out "$RUNS/five-classes" \
   --models seed-cnn --exclude angry,disgust

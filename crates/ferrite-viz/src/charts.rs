@@ -65,7 +65,10 @@ pub fn line_panels(
             for (i, s) in series.iter().enumerate() {
                 let colour = Palette99::pick(i).to_rgba();
                 chart
-                    .draw_series(LineSeries::new(s.points.clone(), colour.stroke_width(2)))
+                    .draw_series(
+                        // Markers too: a one-epoch phase is a single point.
+                        LineSeries::new(s.points.clone(), colour.stroke_width(2)).point_size(3),
+                    )
                     .map_err(draw_error)?
                     .label(s.name.as_str())
                     .legend(move |(x, y)| {

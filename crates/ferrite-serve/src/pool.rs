@@ -159,8 +159,12 @@ impl Pool {
             options,
             reply,
         };
-        // Never blocks: the channel holds as many jobs as there are slots.
-        self.jobs.try_send(job).map_err(|_| PoolError::Stopped)?;
+        // Never blocks: the channel holds as many jobs as there are slots. It can still be
+        // full when timed-out requests gave their slots back while their jobs wait.
+        self.jobs.try_send(job).map_err(|e| match e {
+            mpsc::TrySendError::Full(_) => PoolError::Busy(self.capacity),
+            mpsc::TrySendError::Disconnected(_) => PoolError::Stopped,
+        })?;
         let result = tokio::time::timeout(self.timeout, answer).await;
         // The slot frees when the job is answered or abandoned, not before.
         drop(slot);

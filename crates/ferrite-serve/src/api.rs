@@ -61,6 +61,23 @@ impl AppState {
     }
 }
 
+impl AppState {
+    /// Counts one answered request (or live frame) on `route` in the metrics.
+    pub(crate) fn record(
+        &self,
+        route: &str,
+        started: Instant,
+        result: &Result<crate::Analysis, ApiError>,
+    ) {
+        let (status, faces) = match result {
+            Ok(analysis) => (StatusCode::OK, analysis.faces.len()),
+            Err(e) => (e.status, 0),
+        };
+        let seconds = started.elapsed().as_secs_f64();
+        self.metrics.record(route, status.as_u16(), seconds, faces);
+    }
+}
+
 pub fn router(state: AppState) -> Router {
     let body_limit = state.body_limit;
     Router::new()
@@ -159,14 +176,7 @@ async fn analyze(
 ) -> Response {
     let started = Instant::now();
     let result = analyze_request(&state, options, request).await;
-    let (status, faces) = match &result {
-        Ok(analysis) => (StatusCode::OK, analysis.faces.len()),
-        Err(e) => (e.status, 0),
-    };
-    let seconds = started.elapsed().as_secs_f64();
-    state
-        .metrics
-        .record("/v1/analyze", status.as_u16(), seconds, faces);
+    state.record("/v1/analyze", started, &result);
     match result {
         Ok(analysis) => Json(analysis).into_response(),
         Err(e) => {

@@ -109,13 +109,6 @@ async fn analyze_frame(
         Err(busy) => Err(busy),
     }
     .map_err(ApiError::from);
-    let (status, faces) = match &result {
-        Ok(analysis) => (StatusCode::OK, analysis.faces.len()),
-        Err(e) => (e.status, 0),
-    };
-    let seconds = started.elapsed().as_secs_f64();
-    state
-        .metrics
-        .record("/v1/live", status.as_u16(), seconds, faces);
+    state.record("/v1/live", started, &result);
     result
 }

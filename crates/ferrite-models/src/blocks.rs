@@ -6,6 +6,8 @@ use burn::nn::{BatchNorm, BatchNormConfig, Linear, PaddingConfig2d};
 use burn::prelude::*;
 use burn::tensor::activation::relu;
 
+use crate::conv;
+
 /// 3×3 'same' padding that also works with stride 2 (48 → 24, as Keras's 'same').
 pub fn pad1() -> PaddingConfig2d {
     PaddingConfig2d::Explicit(1, 1, 1, 1)
@@ -50,7 +52,7 @@ impl ConvBn {
     }
 
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        let x = self.norm.forward(self.conv.forward(x));
+        let x = self.norm.forward(conv::forward(&self.conv, x));
         if self.relu { relu(x) } else { x }
     }
 
@@ -92,9 +94,10 @@ impl SeparableConvBn {
     }
 
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        let x = self
-            .norm
-            .forward(self.pointwise.forward(self.depthwise.forward(x)));
+        let x = self.norm.forward(conv::forward(
+            &self.pointwise,
+            conv::forward(&self.depthwise, x),
+        ));
         if self.relu { relu(x) } else { x }
     }
 

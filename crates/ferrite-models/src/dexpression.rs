@@ -18,6 +18,7 @@ use burn::prelude::*;
 use burn::tensor::activation::relu;
 
 use crate::blocks::{conv_macs, flatten, linear_macs, out_side, pad1};
+use crate::conv;
 
 const FEATEX_OUT: usize = 208 + 64;
 
@@ -65,8 +66,11 @@ impl FeatEx {
     }
 
     fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        let a = relu(self.conv3x3.forward(relu(self.reduce.forward(x.clone()))));
-        let b = relu(self.project.forward(self.branch_pool.forward(x)));
+        let a = relu(conv::forward(
+            &self.conv3x3,
+            relu(conv::forward(&self.reduce, x.clone())),
+        ));
+        let b = relu(conv::forward(&self.project, self.branch_pool.forward(x)));
         self.pool
             .forward(self.norm.forward(Tensor::cat(vec![a, b], 1)))
     }
@@ -104,9 +108,10 @@ impl DeXpression {
     }
 
     pub fn forward(&self, images: Tensor<4>) -> Tensor<2> {
-        let x = self
-            .stem_norm
-            .forward(self.stem_pool.forward(relu(self.stem_conv.forward(images))));
+        let x = self.stem_norm.forward(
+            self.stem_pool
+                .forward(relu(conv::forward(&self.stem_conv, images))),
+        );
         let x = self.featex2.forward(self.featex1.forward(x));
         self.output.forward(self.dropout.forward(flatten(x)))
     }

@@ -14,6 +14,7 @@
 //! to use it again (architecture, input size, normalisation, class names) into one file.
 
 pub mod blocks;
+pub mod conv;
 pub mod dexpression;
 pub mod mini_xception;
 pub mod saved;

@@ -15,6 +15,7 @@ use burn::nn::{BatchNorm, BatchNormConfig, PaddingConfig2d};
 use burn::prelude::*;
 
 use crate::blocks::{ConvBn, SeparableConvBn, conv_macs, flatten, out_side, pad1};
+use crate::conv;
 
 #[derive(Module, Debug)]
 pub struct MiniXception {
@@ -52,7 +53,9 @@ impl ResidualModule {
     }
 
     fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        let residual = self.shortcut_norm.forward(self.shortcut.forward(x.clone()));
+        let residual = self
+            .shortcut_norm
+            .forward(conv::forward(&self.shortcut, x.clone()));
         let x = self
             .pool
             .forward(self.separable2.forward(self.separable1.forward(x)));
@@ -83,7 +86,7 @@ impl MiniXception {
         for module in &self.modules {
             x = module.forward(x);
         }
-        flatten(self.pool.forward(self.head.forward(x)))
+        flatten(self.pool.forward(conv::forward(&self.head, x)))
     }
 
     pub fn macs(&self, side: usize) -> u64 {

@@ -1,0 +1,514 @@
+//! Convolution on plain `f32` slices in NCHW order: forward, input gradient, weight gradient
+//! and bias gradient.
+//!
+//! Dense convolutions are im2col + one matrix product per image (`gemm`, the crate burn-flex
+//! itself multiplies with): the forward is `W · cols`, the weight gradient `dY · colsᵀ` summed
+//! over the batch, the input gradient `Wᵀ · dY` scattered back by col2im. A 1×1 stride-1
+//! convolution needs no im2col at all: the image already is its column matrix. Depthwise
+//! convolutions (one filter per channel) are direct loops over rows, which vectorise.
+//!
+//! Work is split over images (or channels) across rayon's threads, with one single-threaded
+//! matrix product each; a batch smaller than the thread count lets `gemm` use the threads
+//! instead. Everything here is safe code except the one `gemm` call, whose bounds
+//! [`gemm_into`] checks first.
+
+use gemm::Parallelism;
+use rayon::prelude::*;
+
+/// Shapes, strides and padding of one 2-D convolution.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Geometry {
+    pub batch: usize,
+    pub in_channels: usize,
+    pub in_size: [usize; 2],
+    pub out_channels: usize,
+    pub kernel: [usize; 2],
+    pub stride: [usize; 2],
+    /// Padding before the first row / column (the padding after is implied by `out_size`).
+    pub pad: [usize; 2],
+    pub dilation: [usize; 2],
+    pub out_size: [usize; 2],
+    /// 1 (dense) or `in_channels` (depthwise).
+    pub groups: usize,
+}
+
+impl Geometry {
+    pub fn is_depthwise(&self) -> bool {
+        self.groups > 1
+    }
+
+    fn in_plane(&self) -> usize {
+        self.in_size[0] * self.in_size[1]
+    }
+
+    fn out_plane(&self) -> usize {
+        self.out_size[0] * self.out_size[1]
+    }
+
+    fn kernel_area(&self) -> usize {
+        self.kernel[0] * self.kernel[1]
+    }
+
+    /// Rows of a dense convolution's column matrix: one per (input channel, kernel tap).
+    fn patch_len(&self) -> usize {
+        self.in_channels * self.kernel_area()
+    }
+
+    pub fn input_len(&self) -> usize {
+        self.batch * self.in_channels * self.in_plane()
+    }
+
+    pub fn output_len(&self) -> usize {
+        self.batch * self.out_channels * self.out_plane()
+    }
+
+    /// A 1×1, stride-1, unpadded convolution: a plain matrix product per image.
+    fn is_pointwise(&self) -> bool {
+        self.kernel == [1, 1] && self.stride == [1, 1] && self.pad == [0, 0]
+    }
+
+    /// Output positions `o` of one axis whose input `o·stride + offset` lies inside the image,
+    /// for the kernel tap `tap`.
+    fn valid(&self, axis: usize, tap: usize) -> (usize, usize, isize) {
+        let offset = (tap * self.dilation[axis]) as isize - self.pad[axis] as isize;
+        let stride = self.stride[axis] as isize;
+        let size = self.in_size[axis] as isize;
+        let first = if offset >= 0 {
+            0
+        } else {
+            (-offset + stride - 1) / stride
+        };
+        let end = if size - offset <= 0 {
+            0
+        } else {
+            (size - offset + stride - 1) / stride
+        };
+        let end = (end as usize).min(self.out_size[axis]);
+        ((first as usize).min(end), end, offset)
+    }
+}
+
+/// A row-major or transposed view of a matrix inside a slice.
+#[derive(Clone, Copy)]
+struct Mat<'a> {
+    data: &'a [f32],
+    rows: usize,
+    cols: usize,
+    row_stride: usize,
+    col_stride: usize,
+}
+
+impl<'a> Mat<'a> {
+    fn rows(data: &'a [f32], rows: usize, cols: usize) -> Self {
+        Self {
+            data,
+            rows,
+            cols,
+            row_stride: cols,
+            col_stride: 1,
+        }
+    }
+
+    fn t(self) -> Self {
+        Self {
+            rows: self.cols,
+            cols: self.rows,
+            row_stride: self.col_stride,
+            col_stride: self.row_stride,
+            ..self
+        }
+    }
+
+    fn fits(&self) -> bool {
+        self.rows == 0
+            || self.cols == 0
+            || (self.rows - 1) * self.row_stride + (self.cols - 1) * self.col_stride
+                < self.data.len()
+    }
+}
+
+/// `dst (row-major, a.rows × b.cols) = a · b`, or `+= a · b` when `accumulate`.
+fn gemm_into(dst: &mut [f32], a: Mat, b: Mat, accumulate: bool, parallelism: Parallelism) {
+    let (m, k, n) = (a.rows, a.cols, b.cols);
+    assert!(
+        b.rows == k && dst.len() == m * n && a.fits() && b.fits(),
+        "gemm shapes"
+    );
+    // SAFETY: the assertion above keeps every index the product touches inside the slices,
+    // and `dst` is borrowed mutably, so it aliases neither operand.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst.as_mut_ptr(),
+            1,
+            n as isize,
+            accumulate,
+            a.data.as_ptr(),
+            a.col_stride as isize,
+            a.row_stride as isize,
+            b.data.as_ptr(),
+            b.col_stride as isize,
+            b.row_stride as isize,
+            1.0,
+            1.0,
+            false,
+            false,
+            false,
+            parallelism,
+        )
+    }
+}
+
+/// How to spread `items` independent pieces of work over the threads: in parallel, one
+/// single-threaded product each, or one after another with multithreaded products.
+fn plan(items: usize) -> (bool, Parallelism) {
+    let threads = rayon::current_num_threads();
+    if items >= threads {
+        (true, Parallelism::None)
+    } else {
+        (false, Parallelism::Rayon(threads))
+    }
+}
+
+/// One image's column matrix `[C·KH·KW, OH·OW]`; rows in (channel, tap-y, tap-x) order.
+fn im2col(image: &[f32], g: &Geometry, cols: &mut [f32]) {
+    let [_, in_w] = g.in_size;
+    let [out_h, out_w] = g.out_size;
+    let mut rows = cols.chunks_exact_mut(g.out_plane());
+    for channel in image.chunks_exact(g.in_plane()) {
+        for ky in 0..g.kernel[0] {
+            let (y0, y1, dy) = g.valid(0, ky);
+            for kx in 0..g.kernel[1] {
+                let (x0, x1, dx) = g.valid(1, kx);
+                let row = rows.next().expect("cols holds one row per channel and tap");
+                for (oy, out) in row.chunks_exact_mut(out_w).enumerate().take(out_h) {
+                    if oy < y0 || oy >= y1 || x0 == x1 {
+                        out.fill(0.0);
+                        continue;
+                    }
+                    let line =
+                        &channel[(oy as isize * g.stride[0] as isize + dy) as usize * in_w..];
+                    out[..x0].fill(0.0);
+                    out[x1..].fill(0.0);
+                    let start = (x0 as isize * g.stride[1] as isize + dx) as usize;
+                    if g.stride[1] == 1 {
+                        out[x0..x1].copy_from_slice(&line[start..start + x1 - x0]);
+                    } else {
+                        for (o, v) in out[x0..x1]
+                            .iter_mut()
+                            .zip(line[start..].iter().step_by(g.stride[1]))
+                        {
+                            *o = *v;
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The inverse scatter of [`im2col`]: adds each column entry back onto its input pixel.
+fn col2im(cols: &[f32], g: &Geometry, image: &mut [f32]) {
+    let [_, in_w] = g.in_size;
+    let [out_h, out_w] = g.out_size;
+    image.fill(0.0);
+    let mut rows = cols.chunks_exact(g.out_plane());
+    for channel in image.chunks_exact_mut(g.in_plane()) {
+        for ky in 0..g.kernel[0] {
+            let (y0, y1, dy) = g.valid(0, ky);
+            for kx in 0..g.kernel[1] {
+                let (x0, x1, dx) = g.valid(1, kx);
+                let row = rows.next().expect("cols holds one row per channel and tap");
+                for (oy, grad) in row.chunks_exact(out_w).enumerate().take(out_h) {
+                    if oy < y0 || oy >= y1 || x0 == x1 {
+                        continue;
+                    }
+                    let line_start = (oy as isize * g.stride[0] as isize + dy) as usize * in_w;
+                    let line = &mut channel[line_start..];
+                    let start = (x0 as isize * g.stride[1] as isize + dx) as usize;
+                    if g.stride[1] == 1 {
+                        for (p, v) in line[start..start + x1 - x0].iter_mut().zip(&grad[x0..x1]) {
+                            *p += v;
+                        }
+                    } else {
+                        for (p, v) in line[start..]
+                            .iter_mut()
+                            .step_by(g.stride[1])
+                            .zip(&grad[x0..x1])
+                        {
+                            *p += v;
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Runs `work(image_index, output_chunk, scratch, parallelism)` for every image, in parallel
+/// when the batch is large enough; `scratch` is a per-thread buffer of `scratch_len`.
+fn per_image<F>(output: &mut [f32], chunk: usize, scratch_len: usize, work: F)
+where
+    F: Fn(usize, &mut [f32], &mut Vec<f32>, Parallelism) + Sync,
+{
+    let (parallel, parallelism) = plan(output.len() / chunk.max(1));
+    if parallel {
+        output.par_chunks_mut(chunk).enumerate().for_each_init(
+            || vec![0.0; scratch_len],
+            |scratch, (n, out)| work(n, out, scratch, parallelism),
+        );
+    } else {
+        let mut scratch = vec![0.0; scratch_len];
+        for (n, out) in output.chunks_mut(chunk).enumerate() {
+            work(n, out, &mut scratch, parallelism);
+        }
+    }
+}
+
+/// `y = conv(x, w) + b` for a dense (`groups == 1`) convolution.
+pub fn dense_forward(x: &[f32], w: &[f32], bias: Option<&[f32]>, g: &Geometry) -> Vec<f32> {
+    let (k, l) = (g.patch_len(), g.out_plane());
+    let image_len = g.in_channels * g.in_plane();
+    let mut y = vec![0.0; g.output_len()];
+    let scratch = if g.is_pointwise() { 0 } else { k * l };
+    per_image(
+        &mut y,
+        g.out_channels * l,
+        scratch,
+        |n, out, cols, parallelism| {
+            let image = &x[n * image_len..(n + 1) * image_len];
+            let cols: &[f32] = if g.is_pointwise() {
+                image
+            } else {
+                im2col(image, g, cols);
+                cols
+            };
+            gemm_into(
+                out,
+                Mat::rows(w, g.out_channels, k),
+                Mat::rows(cols, k, l),
+                false,
+                parallelism,
+            );
+            add_bias(out, bias, l);
+        },
+    );
+    y
+}
+
+fn add_bias(out: &mut [f32], bias: Option<&[f32]>, plane: usize) {
+    if let Some(bias) = bias {
+        for (map, b) in out.chunks_exact_mut(plane).zip(bias) {
+            map.iter_mut().for_each(|v| *v += b);
+        }
+    }
+}
+
+/// `dL/dx` of a dense convolution: `Wᵀ · dY` per image, scattered back by col2im.
+pub fn dense_input_grad(w: &[f32], dy: &[f32], g: &Geometry) -> Vec<f32> {
+    let (k, l) = (g.patch_len(), g.out_plane());
+    let grad_len = g.out_channels * l;
+    let mut dx = vec![0.0; g.input_len()];
+    let scratch = if g.is_pointwise() { 0 } else { k * l };
+    let image_len = g.in_channels * g.in_plane();
+    per_image(
+        &mut dx,
+        image_len,
+        scratch,
+        |n, dx_n, dcols, parallelism| {
+            let dy_n = Mat::rows(&dy[n * grad_len..(n + 1) * grad_len], g.out_channels, l);
+            let wt = Mat::rows(w, g.out_channels, k).t();
+            if g.is_pointwise() {
+                gemm_into(dx_n, wt, dy_n, false, parallelism);
+            } else {
+                gemm_into(dcols, wt, dy_n, false, parallelism);
+                col2im(dcols, g, dx_n);
+            }
+        },
+    );
+    dx
+}
+
+/// `dL/dW` of a dense convolution: `Σₙ dYₙ · colsₙᵀ`, one partial sum per thread.
+pub fn dense_weight_grad(x: &[f32], dy: &[f32], g: &Geometry) -> Vec<f32> {
+    let (k, l) = (g.patch_len(), g.out_plane());
+    let image_len = g.in_channels * g.in_plane();
+    let grad_len = g.out_channels * l;
+    let (parallel, parallelism) = plan(g.batch);
+    let parts = if parallel {
+        rayon::current_num_threads()
+    } else {
+        1
+    };
+    let per_part = g.batch.div_ceil(parts);
+    let partial = |part: usize| {
+        let mut dw = vec![0.0; g.out_channels * k];
+        let mut cols = vec![0.0; if g.is_pointwise() { 0 } else { k * l }];
+        for n in part * per_part..((part + 1) * per_part).min(g.batch) {
+            let image = &x[n * image_len..(n + 1) * image_len];
+            let cols: &[f32] = if g.is_pointwise() {
+                image
+            } else {
+                im2col(image, g, &mut cols);
+                &cols
+            };
+            let dy_n = Mat::rows(&dy[n * grad_len..(n + 1) * grad_len], g.out_channels, l);
+            gemm_into(&mut dw, dy_n, Mat::rows(cols, k, l).t(), true, parallelism);
+        }
+        dw
+    };
+    (0..parts)
+        .into_par_iter()
+        .map(partial)
+        .reduce_with(sum_into)
+        .unwrap_or_default()
+}
+
+fn sum_into(mut a: Vec<f32>, b: Vec<f32>) -> Vec<f32> {
+    a.iter_mut().zip(&b).for_each(|(x, y)| *x += y);
+    a
+}
+
+/// `dL/db`: the output gradient summed over images and positions, per output channel.
+pub fn bias_grad(dy: &[f32], g: &Geometry) -> Vec<f32> {
+    let l = g.out_plane();
+    let mut db = vec![0.0; g.out_channels];
+    for image in dy.chunks_exact(g.out_channels * l) {
+        for (d, map) in db.iter_mut().zip(image.chunks_exact(l)) {
+            *d += map.iter().sum::<f32>();
+        }
+    }
+    db
+}
+
+/// Visits every (output row, kernel tap) pair of one depthwise plane whose input row exists:
+/// `visit(out_row, in_row_start, tap_index, x-range, x-offset)`.
+fn depthwise_taps(g: &Geometry, mut visit: impl FnMut(usize, usize, usize, (usize, usize, isize))) {
+    let in_w = g.in_size[1];
+    for ky in 0..g.kernel[0] {
+        let (y0, y1, dy) = g.valid(0, ky);
+        for kx in 0..g.kernel[1] {
+            let xs = g.valid(1, kx);
+            if xs.0 == xs.1 {
+                continue;
+            }
+            for oy in y0..y1 {
+                let in_row = (oy as isize * g.stride[0] as isize + dy) as usize * in_w;
+                visit(oy, in_row, ky * g.kernel[1] + kx, xs);
+            }
+        }
+    }
+}
+
+/// Input column of output column `x0` under tap offset `dx`.
+fn first_input(x0: usize, dx: isize, stride: usize) -> usize {
+    (x0 as isize * stride as isize + dx) as usize
+}
+
+/// `y = conv(x, w) + b` for a depthwise convolution (`groups == in == out channels`).
+pub fn depthwise_forward(x: &[f32], w: &[f32], bias: Option<&[f32]>, g: &Geometry) -> Vec<f32> {
+    let (plane_in, plane_out, taps) = (g.in_plane(), g.out_plane(), g.kernel_area());
+    let (out_w, sx) = (g.out_size[1], g.stride[1]);
+    let mut y = vec![0.0; g.output_len()];
+    y.par_chunks_mut(plane_out)
+        .enumerate()
+        .for_each(|(p, out)| {
+            let c = p % g.in_channels;
+            let image = &x[p * plane_in..(p + 1) * plane_in];
+            let filter = &w[c * taps..(c + 1) * taps];
+            depthwise_taps(g, |oy, in_row, tap, (x0, x1, dx)| {
+                let weight = filter[tap];
+                let out = &mut out[oy * out_w + x0..oy * out_w + x1];
+                axpy(out, weight, &image[in_row + first_input(x0, dx, sx)..], sx);
+            });
+            if let Some(bias) = bias {
+                out.iter_mut().for_each(|v| *v += bias[c]);
+            }
+        });
+    y
+}
+
+/// `dL/dx` of a depthwise convolution.
+pub fn depthwise_input_grad(w: &[f32], dy: &[f32], g: &Geometry) -> Vec<f32> {
+    let (plane_in, plane_out, taps) = (g.in_plane(), g.out_plane(), g.kernel_area());
+    let (out_w, sx) = (g.out_size[1], g.stride[1]);
+    let mut dx = vec![0.0; g.input_len()];
+    dx.par_chunks_mut(plane_in)
+        .enumerate()
+        .for_each(|(p, dx_p)| {
+            let c = p % g.in_channels;
+            let grad = &dy[p * plane_out..(p + 1) * plane_out];
+            let filter = &w[c * taps..(c + 1) * taps];
+            depthwise_taps(g, |oy, in_row, tap, (x0, x1, dx)| {
+                let weight = filter[tap];
+                let grad = &grad[oy * out_w + x0..oy * out_w + x1];
+                let line = &mut dx_p[in_row + first_input(x0, dx, sx)..];
+                if sx == 1 {
+                    axpy(&mut line[..grad.len()], weight, grad, 1);
+                } else {
+                    for (p, v) in line.iter_mut().step_by(sx).zip(grad) {
+                        *p += weight * v;
+                    }
+                }
+            });
+        });
+    dx
+}
+
+/// `dL/dW` of a depthwise convolution: per channel, each tap's dot product of the output
+/// gradient with the input it saw, summed over images.
+pub fn depthwise_weight_grad(x: &[f32], dy: &[f32], g: &Geometry) -> Vec<f32> {
+    let (plane_in, plane_out, taps) = (g.in_plane(), g.out_plane(), g.kernel_area());
+    let (out_w, sx) = (g.out_size[1], g.stride[1]);
+    let mut dw = vec![0.0; g.in_channels * taps];
+    dw.par_chunks_mut(taps).enumerate().for_each(|(c, dw_c)| {
+        for n in 0..g.batch {
+            let p = n * g.in_channels + c;
+            let image = &x[p * plane_in..(p + 1) * plane_in];
+            let grad = &dy[p * plane_out..(p + 1) * plane_out];
+            depthwise_taps(g, |oy, in_row, tap, (x0, x1, dx)| {
+                let grad = &grad[oy * out_w + x0..oy * out_w + x1];
+                let line = &image[in_row + first_input(x0, dx, sx)..];
+                dw_c[tap] += dot(grad, line, sx);
+            });
+        }
+    });
+    dw
+}
+
+/// `out[i] += a · x[i·stride]`; the stride-1 case is a plain slice loop, which vectorises.
+fn axpy(out: &mut [f32], a: f32, x: &[f32], stride: usize) {
+    if stride == 1 {
+        let x = &x[..out.len()];
+        for (o, v) in out.iter_mut().zip(x) {
+            *o += a * v;
+        }
+    } else {
+        for (o, v) in out.iter_mut().zip(x.iter().step_by(stride)) {
+            *o += a * v;
+        }
+    }
+}
+
+/// `Σ a[i] · x[i·stride]`, with eight partial sums so the stride-1 case vectorises.
+fn dot(a: &[f32], x: &[f32], stride: usize) -> f32 {
+    if stride != 1 {
+        return a
+            .iter()
+            .zip(x.iter().step_by(stride))
+            .map(|(p, q)| p * q)
+            .sum();
+    }
+    let x = &x[..a.len()];
+    let mut lanes = [0.0f32; 8];
+    let (a8, a_rest) = a.split_at(a.len() / 8 * 8);
+    let (x8, x_rest) = x.split_at(a8.len());
+    for (ca, cx) in a8.chunks_exact(8).zip(x8.chunks_exact(8)) {
+        for i in 0..8 {
+            lanes[i] += ca[i] * cx[i];
+        }
+    }
+    lanes.iter().sum::<f32>() + a_rest.iter().zip(x_rest).map(|(p, q)| p * q).sum::<f32>()
+}

@@ -1,0 +1,196 @@
+//! ferrite's convolution against Burn's, forward and all three gradients, over the geometries
+//! the models use and the edge cases around them.
+
+use burn::prelude::*;
+use burn::tensor::TensorData;
+use burn::tensor::ops::ConvOptions;
+
+use super::{Route, conv2d, route};
+
+/// Deterministic values in [-1, 1).
+fn values(len: usize, seed: u64) -> Vec<f32> {
+    let mut state = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
+    (0..len)
+        .map(|_| {
+            state = state
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            ((state >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+        })
+        .collect()
+}
+
+fn tensor<const D: usize>(shape: [usize; D], seed: u64, device: &Device) -> Tensor<D> {
+    Tensor::from_data(
+        TensorData::new(values(shape.iter().product(), seed), shape),
+        device,
+    )
+}
+
+struct Case {
+    input: [usize; 4],
+    out_channels: usize,
+    kernel: [usize; 2],
+    options: ConvOptions<2>,
+    bias: bool,
+}
+
+impl Case {
+    fn new(
+        input: [usize; 4],
+        out_channels: usize,
+        kernel: usize,
+        stride: usize,
+        pad: usize,
+    ) -> Self {
+        Self {
+            input,
+            out_channels,
+            kernel: [kernel, kernel],
+            options: ConvOptions::new([stride, stride], [pad, pad], [1, 1], 1),
+            bias: false,
+        }
+    }
+
+    fn with_bias(mut self) -> Self {
+        self.bias = true;
+        self
+    }
+
+    fn depthwise(mut self) -> Self {
+        self.options.groups = self.input[1];
+        self
+    }
+
+    fn weight_shape(&self) -> [usize; 4] {
+        let per_group = self.input[1] / self.options.groups;
+        [self.out_channels, per_group, self.kernel[0], self.kernel[1]]
+    }
+
+    /// Output, and the gradients of Σ y·r with respect to x, w and b, with `conv`.
+    fn run(
+        &self,
+        device: &Device,
+        conv: impl Fn(Tensor<4>, Tensor<4>, Option<Tensor<1>>, ConvOptions<2>) -> Tensor<4>,
+    ) -> Vec<TensorData> {
+        let x = tensor(self.input, 1, device).require_grad();
+        let w = tensor(self.weight_shape(), 2, device).require_grad();
+        let b = self
+            .bias
+            .then(|| tensor([self.out_channels], 3, device).require_grad());
+        let y = conv(x.clone(), w.clone(), b.clone(), self.options.clone());
+        let r = tensor(y.dims(), 4, device);
+        let grads = (y.clone() * r).sum().backward();
+        let mut out = vec![y.into_data()];
+        out.push(x.grad(&grads).expect("x has a gradient").into_data());
+        out.push(w.grad(&grads).expect("w has a gradient").into_data());
+        if let Some(b) = b {
+            out.push(b.grad(&grads).expect("b has a gradient").into_data());
+        }
+        out
+    }
+}
+
+fn assert_matches_burn(case: &Case) {
+    let device = Device::flex().autodiff();
+    let ours = case.run(&device, conv2d);
+    let burns = case.run(&device, burn::tensor::module::conv2d);
+    let names = ["output", "input grad", "weight grad", "bias grad"];
+    for ((a, b), name) in ours.iter().zip(&burns).zip(names) {
+        assert_eq!(a.shape(), b.shape(), "{name} shape, input {:?}", case.input);
+        let (a, b) = (
+            a.try_to_vec::<f32>().expect("f32"),
+            b.try_to_vec::<f32>().expect("f32"),
+        );
+        let scale = b.iter().fold(1.0f32, |m, v| m.max(v.abs()));
+        let worst = a
+            .iter()
+            .zip(&b)
+            .map(|(p, q)| (p - q).abs())
+            .fold(0.0, f32::max);
+        assert!(
+            worst <= 1e-5 * scale,
+            "{name} differs by {worst} (scale {scale}), input {:?}",
+            case.input
+        );
+    }
+}
+
+#[test]
+fn dense_same_padding_with_bias() {
+    assert_matches_burn(&Case::new([3, 4, 7, 6], 5, 3, 1, 1).with_bias());
+}
+
+#[test]
+fn dense_stride_two_single_image() {
+    // One image: the matrix products run multithreaded instead of the images.
+    assert_matches_burn(&Case::new([1, 3, 9, 8], 4, 3, 2, 1));
+}
+
+#[test]
+fn dense_five_by_five_stride_two() {
+    assert_matches_burn(&Case::new([2, 1, 12, 12], 6, 5, 2, 2).with_bias());
+}
+
+#[test]
+fn dense_valid_padding() {
+    assert_matches_burn(&Case::new([2, 3, 6, 6], 2, 3, 1, 0));
+}
+
+#[test]
+fn pointwise_and_strided_pointwise() {
+    assert_matches_burn(&Case::new([4, 6, 5, 5], 3, 1, 1, 0).with_bias());
+    assert_matches_burn(&Case::new([4, 6, 5, 5], 3, 1, 2, 0));
+}
+
+#[test]
+fn dilated_asymmetric_padding() {
+    let mut case = Case::new([2, 2, 9, 7], 3, 3, 1, 0);
+    case.options = ConvOptions::new_with_padding([2, 1], [(1, 0), (2, 1)], [2, 2], 1);
+    assert_matches_burn(&case);
+}
+
+#[test]
+fn depthwise_same_and_strided() {
+    assert_matches_burn(&Case::new([3, 6, 8, 7], 6, 3, 1, 1).depthwise());
+    assert_matches_burn(&Case::new([2, 4, 9, 9], 4, 3, 2, 1).depthwise().with_bias());
+}
+
+#[test]
+fn kernel_larger_than_padded_input_falls_back_to_burn() {
+    let device = Device::flex();
+    let x = tensor([1, 1, 2, 2], 1, &device);
+    let w = tensor([1, 1, 3, 3], 2, &device);
+    let geometry = super::geometry(&x, &w, &ConvOptions::new([1, 1], [0, 0], [1, 1], 1));
+    assert!(geometry.is_none());
+}
+
+#[test]
+fn routes_by_device() {
+    let plain = Device::flex();
+    let tracked = plain.clone().autodiff();
+    let on = |d: &Device| (tensor([1, 1, 4, 4], 1, d), tensor([1, 1, 3, 3], 2, d));
+    let (x, w) = on(&plain);
+    assert_eq!(route(&x, &w, None), Route::Flex);
+    let (xt, wt) = on(&tracked);
+    assert_eq!(route(&xt, &wt, None), Route::TrackedFlex);
+    assert_eq!(
+        route(&x, &wt, None),
+        Route::Burn,
+        "mixed operands go to Burn"
+    );
+}
+
+#[test]
+fn plain_forward_matches_burn() {
+    let device = Device::flex();
+    let x = tensor([2, 3, 10, 10], 1, &device);
+    let w = tensor([4, 3, 3, 3], 2, &device);
+    let options = ConvOptions::new([1, 1], [1, 1], [1, 1], 1);
+    let ours = conv2d(x.clone(), w.clone(), None, options.clone());
+    let burns = burn::tensor::module::conv2d(x, w, None, options);
+    ours.into_data()
+        .assert_approx_eq::<f32>(&burns.into_data(), Default::default());
+}

@@ -1,0 +1,117 @@
+//! The convolution as one differentiable op of Burn's autodiff on burn-flex: the forward runs
+//! ferrite's kernels and records the input and weight; the backward runs the gradient kernels.
+
+use burn::backend::Flex;
+use burn::backend::autodiff::checkpoint::base::Checkpointer;
+use burn::backend::autodiff::checkpoint::strategy::NoCheckpointing;
+use burn::backend::autodiff::grads::Gradients;
+use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
+use burn::backend::autodiff::{Autodiff, NodeId};
+use burn::backend::flex::FlexTensor;
+use burn::prelude::*;
+
+use super::kernels::{self, Geometry};
+use super::{contiguous, f32s, flex_tensor, forward_flex};
+
+type Tracked = Autodiff<Flex>;
+
+/// Gradients of `conv(x, w) + b` with respect to its 2 (no bias) or 3 parents.
+#[derive(Debug)]
+struct ConvBackward;
+
+impl<const N: usize> Backward<Flex, N> for ConvBackward {
+    /// The recorded input and weight, and the shapes.
+    type State = (NodeId, NodeId, Geometry);
+
+    fn backward(
+        self,
+        ops: Ops<Self::State, N>,
+        grads: &mut Gradients,
+        checkpointer: &mut Checkpointer,
+    ) {
+        let output_grad = contiguous(&grads.consume::<Flex>(&ops.node));
+        let (x_id, w_id, g) = ops.state;
+        let x = contiguous(&checkpointer.retrieve_node_output::<FlexTensor>(x_id));
+        let w = contiguous(&checkpointer.retrieve_node_output::<FlexTensor>(w_id));
+        let (x, w, dy) = (f32s(&x), f32s(&w), f32s(&output_grad));
+        let [x_node, w_node, bias_node] = [0, 1, 2].map(|i| ops.parents.get(i).cloned().flatten());
+
+        if let Some(node) = x_node {
+            let dx = if g.is_depthwise() {
+                kernels::depthwise_input_grad(w, dy, &g)
+            } else {
+                kernels::dense_input_grad(w, dy, &g)
+            };
+            let shape = [g.batch, g.in_channels, g.in_size[0], g.in_size[1]];
+            grads.register::<Flex>(node.id, flex_tensor(dx, shape));
+        }
+        if let Some(node) = w_node {
+            let (dw, per_group) = if g.is_depthwise() {
+                (kernels::depthwise_weight_grad(x, dy, &g), 1)
+            } else {
+                (kernels::dense_weight_grad(x, dy, &g), g.in_channels)
+            };
+            let shape = [g.out_channels, per_group, g.kernel[0], g.kernel[1]];
+            grads.register::<Flex>(node.id, flex_tensor(dw, shape));
+        }
+        if let Some(node) = bias_node {
+            grads.register::<Flex>(
+                node.id,
+                flex_tensor(kernels::bias_grad(dy, &g), [g.out_channels]),
+            );
+        }
+    }
+}
+
+/// `conv(x, w) + b` on tensors under autodiff, with [`ConvBackward`] as its gradient.
+pub(super) fn conv2d(
+    x: Tensor<4>,
+    weight: Tensor<4>,
+    bias: Option<Tensor<1>>,
+    g: Geometry,
+) -> Tensor<4> {
+    let tracked = |t: Tensor<4>| {
+        t.try_into_primitive::<Tracked>()
+            .expect("routed as tracked flex")
+    };
+    let (x, w) = (tracked(x), tracked(weight));
+    let b = bias.map(|b| {
+        b.try_into_primitive::<Tracked>()
+            .expect("routed as tracked flex")
+    });
+    let forward = || {
+        forward_flex(
+            x.primitive(),
+            w.primitive(),
+            b.as_ref().map(|b| b.primitive()),
+            &g,
+        )
+    };
+
+    // One arm per parent count: the op's arity is part of its type.
+    let y = match &b {
+        Some(b) => match ConvBackward
+            .prepare::<NoCheckpointing>([x.node(), w.node(), b.node()])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(mut prep) => {
+                let state = (prep.checkpoint(&x), prep.checkpoint(&w), g);
+                prep.finish(state, forward())
+            }
+            OpsKind::UnTracked(prep) => prep.finish(forward()),
+        },
+        None => match ConvBackward
+            .prepare::<NoCheckpointing>([x.node(), w.node()])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(mut prep) => {
+                let state = (prep.checkpoint(&x), prep.checkpoint(&w), g);
+                prep.finish(state, forward())
+            }
+            OpsKind::UnTracked(prep) => prep.finish(forward()),
+        },
+    };
+    Tensor::from_primitive::<Tracked>(y)
+}

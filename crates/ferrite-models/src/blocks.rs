@@ -4,9 +4,8 @@
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::{BatchNorm, BatchNormConfig, Linear, PaddingConfig2d};
 use burn::prelude::*;
-use burn::tensor::activation::relu;
 
-use crate::conv;
+use crate::ops::{batch_norm, conv};
 
 /// 3×3 'same' padding that also works with stride 2 (48 → 24, as Keras's 'same').
 pub fn pad1() -> PaddingConfig2d {
@@ -52,8 +51,7 @@ impl ConvBn {
     }
 
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        let x = self.norm.forward(conv::forward(&self.conv, x));
-        if self.relu { relu(x) } else { x }
+        batch_norm::forward(&self.norm, conv::forward(&self.conv, x), self.relu)
     }
 
     pub fn macs(&self, out_side: usize) -> u64 {
@@ -94,11 +92,8 @@ impl SeparableConvBn {
     }
 
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        let x = self.norm.forward(conv::forward(
-            &self.pointwise,
-            conv::forward(&self.depthwise, x),
-        ));
-        if self.relu { relu(x) } else { x }
+        let x = conv::forward(&self.pointwise, conv::forward(&self.depthwise, x));
+        batch_norm::forward(&self.norm, x, self.relu)
     }
 
     pub fn macs(&self, out_side: usize) -> u64 {

@@ -18,7 +18,7 @@ use burn::prelude::*;
 use burn::tensor::activation::relu;
 
 use crate::blocks::{conv_macs, flatten, linear_macs, out_side, pad1};
-use crate::conv;
+use crate::ops::{batch_norm, conv};
 
 const FEATEX_OUT: usize = 208 + 64;
 
@@ -71,8 +71,11 @@ impl FeatEx {
             relu(conv::forward(&self.reduce, x.clone())),
         ));
         let b = relu(conv::forward(&self.project, self.branch_pool.forward(x)));
-        self.pool
-            .forward(self.norm.forward(Tensor::cat(vec![a, b], 1)))
+        self.pool.forward(batch_norm::forward(
+            &self.norm,
+            Tensor::cat(vec![a, b], 1),
+            false,
+        ))
     }
 
     fn macs(&self, side: usize) -> u64 {
@@ -108,10 +111,10 @@ impl DeXpression {
     }
 
     pub fn forward(&self, images: Tensor<4>) -> Tensor<2> {
-        let x = self.stem_norm.forward(
-            self.stem_pool
-                .forward(relu(conv::forward(&self.stem_conv, images))),
-        );
+        let x = self
+            .stem_pool
+            .forward(relu(conv::forward(&self.stem_conv, images)));
+        let x = batch_norm::forward(&self.stem_norm, x, false);
         let x = self.featex2.forward(self.featex1.forward(x));
         self.output.forward(self.dropout.forward(flatten(x)))
     }

@@ -14,9 +14,9 @@
 //! to use it again (architecture, input size, normalisation, class names) into one file.
 
 pub mod blocks;
-pub mod conv;
 pub mod dexpression;
 pub mod mini_xception;
+pub mod ops;
 pub mod saved;
 pub mod seed;
 pub mod vgg;

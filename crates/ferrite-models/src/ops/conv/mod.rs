@@ -1,28 +1,20 @@
-//! The models' convolution: ferrite's own kernels where the tensors live on burn-flex (plain or
-//! under autodiff), Burn's `conv2d` everywhere else.
-//!
-//! Why: on burn-flex 0.22.1 the convolution weight gradient is computed as a convolution with
-//! the output gradient as kernel, after single-threaded layout copies, and was 5.8× slower than
-//! PyTorch's (`docs/performance.md`, `bench/ops.sh`); the forward was 2.8× slower. Here the
-//! forward and both gradients are each one matrix product per image ([`kernels`]), registered
-//! with Burn's autodiff as one differentiable op ([`tracked`]).
+//! Convolution: im2col + one matrix product per image for dense convolutions, direct row
+//! loops for depthwise ones ([`kernels`]), one autodiff op for training ([`tracked`]).
 //!
 //! Covered: `f32`, `groups == 1` (any kernel, stride, padding, dilation) and depthwise
-//! (`groups == in == out channels`). Set `FERRITE_CONV=burn` to use Burn's convolution
-//! everywhere, for A/B benchmarks.
+//! (`groups == in == out channels`); everything else runs Burn's `conv2d`.
 
 mod kernels;
 mod tracked;
 
-use std::sync::OnceLock;
-
+use burn::backend::Flex;
 use burn::backend::flex::FlexTensor;
-use burn::backend::{DispatchDevice, Flex, GradientCheckpointingStrategy};
 use burn::nn::PaddingConfig2d;
 use burn::nn::conv::Conv2d;
 use burn::prelude::*;
-use burn::tensor::TensorData;
 use burn::tensor::ops::ConvOptions;
+
+use super::{Route, contiguous, f32s, flex_tensor, operand, route};
 
 pub use kernels::Geometry;
 
@@ -50,53 +42,14 @@ pub fn conv2d(
     bias: Option<Tensor<1>>,
     options: ConvOptions<2>,
 ) -> Tensor<4> {
-    let route = route(&x, &weight, bias.as_ref());
+    let mut operands = vec![operand(&x), operand(&weight)];
+    operands.extend(bias.as_ref().map(operand));
+    let route = route(&operands);
     match (route, geometry(&x, &weight, &options)) {
         (Route::Flex, Some(g)) => plain(x, weight, bias, g),
         (Route::TrackedFlex, Some(g)) => tracked::conv2d(x, weight, bias, g),
         _ => burn::tensor::module::conv2d(x, weight, bias, options),
     }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Route {
-    /// All operands are plain burn-flex tensors.
-    Flex,
-    /// All operands are burn-flex tensors under autodiff without gradient checkpointing.
-    TrackedFlex,
-    /// Anything else: Burn's own convolution.
-    Burn,
-}
-
-fn burn_forced() -> bool {
-    static FORCED: OnceLock<bool> = OnceLock::new();
-    *FORCED.get_or_init(|| std::env::var("FERRITE_CONV").is_ok_and(|v| v == "burn"))
-}
-
-fn route(x: &Tensor<4>, weight: &Tensor<4>, bias: Option<&Tensor<1>>) -> Route {
-    let of = |device: Device, dtype: burn::tensor::DType| -> Route {
-        if dtype != burn::tensor::DType::F32 {
-            return Route::Burn;
-        }
-        match device.as_dispatch() {
-            DispatchDevice::Flex(_) => Route::Flex,
-            DispatchDevice::Autodiff(ad)
-                if ad.gradient_checkpointing_strategy()
-                    == GradientCheckpointingStrategy::Disabled
-                    && matches!(ad.clone().inner(), DispatchDevice::Flex(_)) =>
-            {
-                Route::TrackedFlex
-            }
-            _ => Route::Burn,
-        }
-    };
-    if burn_forced() {
-        return Route::Burn;
-    }
-    let first = of(x.device(), x.dtype());
-    let same = of(weight.device(), weight.dtype()) == first
-        && bias.is_none_or(|b| of(b.device(), b.dtype()) == first);
-    if same { first } else { Route::Burn }
 }
 
 /// The geometry of a convolution the kernels cover, or `None` for Burn's.
@@ -153,23 +106,6 @@ fn forward_flex(
         kernels::dense_forward(x, w, b, g)
     };
     flex_tensor(y, [g.batch, g.out_channels, g.out_size[0], g.out_size[1]])
-}
-
-/// `t`, copied into row-major order if it is a strided view.
-fn contiguous(t: &FlexTensor) -> FlexTensor {
-    if t.as_slice::<f32>().is_some() {
-        t.clone()
-    } else {
-        t.to_contiguous()
-    }
-}
-
-fn f32s(t: &FlexTensor) -> &[f32] {
-    t.as_slice::<f32>().expect("contiguous f32 tensor")
-}
-
-fn flex_tensor<const D: usize>(values: Vec<f32>, shape: [usize; D]) -> FlexTensor {
-    FlexTensor::from_data(TensorData::new(values, shape))
 }
 
 #[cfg(test)]

@@ -5,29 +5,9 @@ use burn::prelude::*;
 use burn::tensor::TensorData;
 use burn::tensor::ops::ConvOptions;
 
-use super::{Route, conv2d, route};
-
-/// Deterministic values in [-1, 1).
-fn values(len: usize, seed: u64) -> Vec<f32> {
-    let mut state = seed
-        .wrapping_mul(6364136223846793005)
-        .wrapping_add(1442695040888963407);
-    (0..len)
-        .map(|_| {
-            state = state
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            ((state >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-        })
-        .collect()
-}
-
-fn tensor<const D: usize>(shape: [usize; D], seed: u64, device: &Device) -> Tensor<D> {
-    Tensor::from_data(
-        TensorData::new(values(shape.iter().product(), seed), shape),
-        device,
-    )
-}
+use super::conv2d;
+use crate::ops::test_util::{assert_close, tensor};
+use crate::ops::{Route, operand, route};
 
 struct Case {
     input: [usize; 4],
@@ -99,22 +79,7 @@ fn assert_matches_burn(case: &Case) {
     let burns = case.run(&device, burn::tensor::module::conv2d);
     let names = ["output", "input grad", "weight grad", "bias grad"];
     for ((a, b), name) in ours.iter().zip(&burns).zip(names) {
-        assert_eq!(a.shape(), b.shape(), "{name} shape, input {:?}", case.input);
-        let (a, b) = (
-            a.try_to_vec::<f32>().expect("f32"),
-            b.try_to_vec::<f32>().expect("f32"),
-        );
-        let scale = b.iter().fold(1.0f32, |m, v| m.max(v.abs()));
-        let worst = a
-            .iter()
-            .zip(&b)
-            .map(|(p, q)| (p - q).abs())
-            .fold(0.0, f32::max);
-        assert!(
-            worst <= 1e-5 * scale,
-            "{name} differs by {worst} (scale {scale}), input {:?}",
-            case.input
-        );
+        assert_close(a, b, 1e-5, &format!("{name}, input {:?}", case.input));
     }
 }
 
@@ -173,11 +138,11 @@ fn routes_by_device() {
     let tracked = plain.clone().autodiff();
     let on = |d: &Device| (tensor([1, 1, 4, 4], 1, d), tensor([1, 1, 3, 3], 2, d));
     let (x, w) = on(&plain);
-    assert_eq!(route(&x, &w, None), Route::Flex);
+    assert_eq!(route(&[operand(&x), operand(&w)]), Route::Flex);
     let (xt, wt) = on(&tracked);
-    assert_eq!(route(&xt, &wt, None), Route::TrackedFlex);
+    assert_eq!(route(&[operand(&xt), operand(&wt)]), Route::TrackedFlex);
     assert_eq!(
-        route(&x, &wt, None),
+        route(&[operand(&x), operand(&wt)]),
         Route::Burn,
         "mixed operands go to Burn"
     );

@@ -10,8 +10,9 @@ use burn::backend::autodiff::{Autodiff, NodeId};
 use burn::backend::flex::FlexTensor;
 use burn::prelude::*;
 
+use super::forward_flex;
 use super::kernels::{self, Geometry};
-use super::{contiguous, f32s, flex_tensor, forward_flex};
+use crate::ops::{contiguous, f32s, flex_tensor};
 
 type Tracked = Autodiff<Flex>;
 

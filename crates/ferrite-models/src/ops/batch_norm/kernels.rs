@@ -1,0 +1,145 @@
+//! Batch norm over NCHW `f32` slices: per-channel statistics, the normalising affine map (with
+//! an optional ReLU folded in), and the backward pass. Statistics are per channel in parallel;
+//! the element-wise passes are per (image, channel) plane in parallel.
+
+use rayon::prelude::*;
+
+/// `[batch, channels, plane]` view of an NCHW tensor (`plane` = height × width).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Layout {
+    pub batch: usize,
+    pub channels: usize,
+    pub plane: usize,
+}
+
+impl Layout {
+    /// Values each channel's statistics are taken over.
+    fn per_channel(&self) -> usize {
+        self.batch * self.plane
+    }
+
+    /// The planes of channel `c`, one per image.
+    fn planes<'a>(&self, data: &'a [f32], c: usize) -> impl Iterator<Item = &'a [f32]> {
+        let (channels, plane) = (self.channels, self.plane);
+        (0..self.batch)
+            .map(move |n| &data[(n * channels + c) * plane..(n * channels + c + 1) * plane])
+    }
+}
+
+/// Per-channel mean and biased variance: two passes, each plane summed in vectorised `f32`
+/// lanes and the planes in `f64`.
+pub fn channel_stats(x: &[f32], l: &Layout) -> (Vec<f32>, Vec<f32>) {
+    let count = l.per_channel() as f64;
+    (0..l.channels)
+        .into_par_iter()
+        .map(|c| {
+            let mean = l
+                .planes(x, c)
+                .map(|p| lane_sum(p, |v| v) as f64)
+                .sum::<f64>()
+                / count;
+            let m = mean as f32;
+            let squares = l
+                .planes(x, c)
+                .map(|p| lane_sum(p, |v| (v - m) * (v - m)) as f64)
+                .sum::<f64>();
+            (m, (squares / count) as f32)
+        })
+        .unzip()
+}
+
+/// `Σ f(v)` over `values`, in 16 independent partial sums so the loop vectorises.
+fn lane_sum(values: &[f32], f: impl Fn(f32) -> f32) -> f32 {
+    lane_sum2(values, values, |v, _| f(v))
+}
+
+/// `Σ f(a[i], b[i])`, in 16 independent partial sums so the loop vectorises.
+fn lane_sum2(a: &[f32], b: &[f32], f: impl Fn(f32, f32) -> f32) -> f32 {
+    const LANES: usize = 16;
+    let mut acc = [0.0f32; LANES];
+    let (a16, b16) = (a.chunks_exact(LANES), b.chunks_exact(LANES));
+    let tail: f32 = a16
+        .remainder()
+        .iter()
+        .zip(b16.remainder())
+        .map(|(&p, &q)| f(p, q))
+        .sum();
+    for (ca, cb) in a16.zip(b16) {
+        for i in 0..LANES {
+            acc[i] += f(ca[i], cb[i]);
+        }
+    }
+    acc.iter().sum::<f32>() + tail
+}
+
+/// `y = x · scale[c] + shift[c]`, then `max(y, 0)` when `relu`.
+pub fn affine(x: &[f32], scale: &[f32], shift: &[f32], relu: bool, l: &Layout) -> Vec<f32> {
+    let mut y = vec![0.0; x.len()];
+    y.par_chunks_mut(l.plane)
+        .zip(x.par_chunks(l.plane))
+        .enumerate()
+        .for_each(|(p, (out, inp))| {
+            let (a, b) = (scale[p % l.channels], shift[p % l.channels]);
+            if relu {
+                out.iter_mut()
+                    .zip(inp)
+                    .for_each(|(o, &v)| *o = (v * a + b).max(0.0));
+            } else {
+                out.iter_mut().zip(inp).for_each(|(o, &v)| *o = v * a + b);
+            }
+        });
+    y
+}
+
+/// What the forward pass keeps for the backward one.
+#[derive(Debug, Clone)]
+pub struct Saved {
+    pub gamma: Vec<f32>,
+    pub mean: Vec<f32>,
+    pub inv_std: Vec<f32>,
+    /// The affine map the forward applied (for the ReLU mask).
+    pub scale: Vec<f32>,
+    pub shift: Vec<f32>,
+    pub relu: bool,
+}
+
+/// Gradients `(dx, dgamma, dbeta)` of training-mode batch norm (+ ReLU) given `dy`.
+pub fn backward(x: &[f32], dy: &[f32], s: &Saved, l: &Layout) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+    // The gradient through the ReLU: zero where the output was clipped (a select, so the
+    // loops stay vectorised).
+    let passed = |c: usize, v: f32, g: f32| {
+        if !s.relu || v * s.scale[c] + s.shift[c] > 0.0 {
+            g
+        } else {
+            0.0
+        }
+    };
+    let (dbeta, dgamma): (Vec<f32>, Vec<f32>) = (0..l.channels)
+        .into_par_iter()
+        .map(|c| {
+            let (mut sum, mut dot) = (0.0f64, 0.0f64);
+            for (xp, gp) in l.planes(x, c).zip(l.planes(dy, c)) {
+                sum += lane_sum2(xp, gp, |v, g| passed(c, v, g)) as f64;
+                dot += lane_sum2(xp, gp, |v, g| passed(c, v, g) * (v - s.mean[c])) as f64;
+            }
+            (sum as f32, (dot as f32) * s.inv_std[c])
+        })
+        .unzip();
+
+    let count = l.per_channel() as f32;
+    let mut dx = vec![0.0; x.len()];
+    dx.par_chunks_mut(l.plane).enumerate().for_each(|(p, out)| {
+        let c = p % l.channels;
+        let xp = &x[p * l.plane..(p + 1) * l.plane];
+        let gp = &dy[p * l.plane..(p + 1) * l.plane];
+        let k = s.gamma[c] * s.inv_std[c];
+        let mean_grad = dbeta[c] / count;
+        let slope = dgamma[c] * s.inv_std[c] / count;
+        let (mean, a, b) = (s.mean[c], s.scale[c], s.shift[c]);
+        for ((o, &v), &g) in out.iter_mut().zip(xp).zip(gp) {
+            let g = if !s.relu || v * a + b > 0.0 { g } else { 0.0 };
+            *o = k * (g - mean_grad - (v - mean) * slope);
+        }
+    });
+    (dx, dgamma, dbeta)
+}

@@ -1,0 +1,94 @@
+//! The models' hot layers with ferrite's own kernels where tensors live on burn-flex, Burn's
+//! ops everywhere else.
+//!
+//! Why: on burn-flex 0.22.1 a training step spent most of its time outside the useful
+//! arithmetic (`docs/performance.md`): the convolution weight gradient ran as a convolution
+//! with the output gradient as kernel after single-threaded layout copies (5.8× slower than
+//! PyTorch's), and batch norm ran as a dozen element-wise passes with transposing copies. Here
+//! each is one differentiable op of Burn's autodiff ([`conv`], [`batch_norm`]) whose forward and
+//! backward are a few passes over plain `f32` slices.
+//!
+//! Set `FERRITE_KERNELS=burn` to use Burn's ops everywhere, for A/B benchmarks.
+
+pub mod batch_norm;
+pub mod conv;
+#[cfg(test)]
+mod test_util;
+
+use std::sync::OnceLock;
+
+use burn::backend::flex::FlexTensor;
+use burn::backend::{DispatchDevice, GradientCheckpointingStrategy};
+use burn::prelude::*;
+use burn::tensor::{DType, TensorData};
+
+/// Where an op's operands live, and so whose kernels run it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Route {
+    /// All operands are plain burn-flex `f32` tensors.
+    Flex,
+    /// All operands are burn-flex `f32` tensors under autodiff without gradient checkpointing.
+    TrackedFlex,
+    /// Anything else: Burn's own op.
+    Burn,
+}
+
+fn burn_forced() -> bool {
+    static FORCED: OnceLock<bool> = OnceLock::new();
+    *FORCED.get_or_init(|| std::env::var("FERRITE_KERNELS").is_ok_and(|v| v == "burn"))
+}
+
+fn route_of(device: &Device, dtype: DType) -> Route {
+    if dtype != DType::F32 {
+        return Route::Burn;
+    }
+    match device.as_dispatch() {
+        DispatchDevice::Flex(_) => Route::Flex,
+        DispatchDevice::Autodiff(ad)
+            if ad.gradient_checkpointing_strategy() == GradientCheckpointingStrategy::Disabled
+                && matches!(ad.clone().inner(), DispatchDevice::Flex(_)) =>
+        {
+            Route::TrackedFlex
+        }
+        _ => Route::Burn,
+    }
+}
+
+/// The common route of all operands, given as (device, dtype); mixed operands go to Burn.
+fn route(operands: &[(Device, DType)]) -> Route {
+    if burn_forced() {
+        return Route::Burn;
+    }
+    let mut routes = operands
+        .iter()
+        .map(|(device, dtype)| route_of(device, *dtype));
+    let Some(first) = routes.next() else {
+        return Route::Burn;
+    };
+    if routes.all(|r| r == first) {
+        first
+    } else {
+        Route::Burn
+    }
+}
+
+fn operand<const D: usize>(t: &Tensor<D>) -> (Device, DType) {
+    (t.device(), t.dtype())
+}
+
+/// `t`, copied into row-major order if it is a strided view.
+fn contiguous(t: &FlexTensor) -> FlexTensor {
+    if t.as_slice::<f32>().is_some() {
+        t.clone()
+    } else {
+        t.to_contiguous()
+    }
+}
+
+fn f32s(t: &FlexTensor) -> &[f32] {
+    t.as_slice::<f32>().expect("contiguous f32 tensor")
+}
+
+fn flex_tensor<const D: usize>(values: Vec<f32>, shape: [usize; D]) -> FlexTensor {
+    FlexTensor::from_data(TensorData::new(values, shape))
+}

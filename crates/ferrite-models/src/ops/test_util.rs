@@ -1,0 +1,44 @@
+//! Deterministic test tensors and a tolerance check shared by the ops' tests.
+
+use burn::prelude::*;
+use burn::tensor::TensorData;
+
+/// Deterministic values in [-1, 1).
+pub fn values(len: usize, seed: u64) -> Vec<f32> {
+    let step = |s: u64| {
+        s.wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407)
+    };
+    let mut state = step(seed);
+    (0..len)
+        .map(|_| {
+            state = step(state);
+            ((state >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+        })
+        .collect()
+}
+
+pub fn tensor<const D: usize>(shape: [usize; D], seed: u64, device: &Device) -> Tensor<D> {
+    Tensor::from_data(
+        TensorData::new(values(shape.iter().product(), seed), shape),
+        device,
+    )
+}
+
+/// `ours` equals `reference` in shape and, relative to the reference's largest magnitude, to
+/// within `tolerance`.
+pub fn assert_close(ours: &TensorData, reference: &TensorData, tolerance: f32, what: &str) {
+    assert_eq!(ours.shape(), reference.shape(), "{what}: shape");
+    let a = ours.clone().try_into_vec::<f32>().expect("f32");
+    let b = reference.clone().try_into_vec::<f32>().expect("f32");
+    let scale = b.iter().fold(1.0f32, |m, v| m.max(v.abs()));
+    let worst = a
+        .iter()
+        .zip(&b)
+        .map(|(p, q)| (p - q).abs())
+        .fold(0.0, f32::max);
+    assert!(
+        worst <= tolerance * scale,
+        "{what}: differs by {worst} (scale {scale})"
+    );
+}

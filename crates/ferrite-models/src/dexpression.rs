@@ -18,7 +18,7 @@ use burn::prelude::*;
 use burn::tensor::activation::relu;
 
 use crate::blocks::{conv_macs, flatten, linear_macs, out_side, pad1};
-use crate::ops::{batch_norm, conv};
+use crate::ops::{batch_norm, conv, max_pool};
 
 const FEATEX_OUT: usize = 208 + 64;
 
@@ -70,12 +70,14 @@ impl FeatEx {
             &self.conv3x3,
             relu(conv::forward(&self.reduce, x.clone())),
         ));
-        let b = relu(conv::forward(&self.project, self.branch_pool.forward(x)));
-        self.pool.forward(batch_norm::forward(
-            &self.norm,
-            Tensor::cat(vec![a, b], 1),
-            false,
-        ))
+        let b = relu(conv::forward(
+            &self.project,
+            max_pool::forward(&self.branch_pool, x),
+        ));
+        max_pool::forward(
+            &self.pool,
+            batch_norm::forward(&self.norm, Tensor::cat(vec![a, b], 1), false),
+        )
     }
 
     fn macs(&self, side: usize) -> u64 {
@@ -111,9 +113,10 @@ impl DeXpression {
     }
 
     pub fn forward(&self, images: Tensor<4>) -> Tensor<2> {
-        let x = self
-            .stem_pool
-            .forward(relu(conv::forward(&self.stem_conv, images)));
+        let x = max_pool::forward(
+            &self.stem_pool,
+            relu(conv::forward(&self.stem_conv, images)),
+        );
         let x = batch_norm::forward(&self.stem_norm, x, false);
         let x = self.featex2.forward(self.featex1.forward(x));
         self.output.forward(self.dropout.forward(flatten(x)))

@@ -6,6 +6,7 @@ use burn::prelude::*;
 use burn::tensor::activation::relu;
 
 use crate::blocks::{ConvBn, SeparableConvBn, flatten, linear_macs};
+use crate::ops::max_pool;
 
 /// `seed-cnn`: the recipe's plain CNN. Seven 3×3 'same' convs, each followed by batch norm;
 /// down-sampling by stride-2 convs (48 → 24 → 12 → 6); dropout after the second and third
@@ -114,11 +115,10 @@ impl SeedWide {
     pub fn forward(&self, images: Tensor<4>) -> Tensor<2> {
         let mut x = images;
         for stage in &self.stages {
-            x = stage.dropout.forward(
-                stage
-                    .pool
-                    .forward(stage.separable.forward(stage.conv.forward(x))),
-            );
+            let features = stage.separable.forward(stage.conv.forward(x));
+            x = stage
+                .dropout
+                .forward(max_pool::forward(&stage.pool, features));
         }
         let x = self.dropout.forward(relu(self.dense.forward(flatten(x))));
         self.output.forward(x)

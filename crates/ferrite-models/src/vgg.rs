@@ -14,6 +14,7 @@ use burn::prelude::*;
 use burn::tensor::activation::relu;
 
 use crate::blocks::{ConvBn, flatten, linear_macs};
+use crate::ops::max_pool;
 
 #[derive(Module, Debug)]
 pub struct Vgg {
@@ -58,7 +59,7 @@ impl Vgg {
     pub fn forward(&self, images: Tensor<4>) -> Tensor<2> {
         let mut x = images;
         for [a, b] in &self.stages {
-            x = self.pool.forward(b.forward(a.forward(x)));
+            x = max_pool::forward(&self.pool, b.forward(a.forward(x)));
         }
         let x = self.dropout.forward(relu(self.dense.forward(flatten(x))));
         self.output.forward(x)

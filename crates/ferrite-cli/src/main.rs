@@ -2,11 +2,9 @@
 
 mod commands;
 
-// Training allocates and frees large tensors every step; glibc's malloc hands them back to the
-// kernel and faults them in again (about a fifth of the step in page faults, measured with
-// perf), mimalloc keeps them.
+// Training allocates and frees large tensors every step; see `ferrite_train::allocator`.
 #[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static ALLOCATOR: ferrite_train::allocator::Allocator = ferrite_train::allocator::Allocator;
 
 use clap::{Parser, Subcommand};
 
@@ -48,6 +46,7 @@ enum Command {
 }
 
 fn main() -> anyhow::Result<()> {
+    ferrite_train::allocator::keep_freed_memory();
     match Cli::parse().command {
         Command::Demo(args) => commands::demo::run(&args),
         Command::Data(command) => commands::data::run(command),

@@ -18,7 +18,7 @@ use rand::{Rng, SeedableRng};
 
 // The same allocator as the ferrite binary.
 #[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static ALLOCATOR: ferrite_train::allocator::Allocator = ferrite_train::allocator::Allocator;
 
 fn peak_rss_mb() -> f64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
@@ -62,6 +62,7 @@ fn peak_macs_per_second() -> f64 {
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
+    ferrite_train::allocator::keep_freed_memory();
     let args: Vec<String> = std::env::args().skip(1).collect();
     if args.first().map(String::as_str) == Some("peak") {
         println!("{{\"peak_gmacs\": {:.1}}}", peak_macs_per_second() / 1e9);

@@ -12,6 +12,7 @@
 //! (`model.valid()`) and a plain device, so no autodiff graph is built and batch-norm
 //! statistics are not disturbed.
 
+pub mod allocator;
 mod checkpoint;
 pub mod config;
 pub mod metrics;

@@ -123,15 +123,21 @@ fn pool_planes(x: &[f32], w: &Window) -> (Vec<f32>, Vec<u32>) {
             let outputs = y.iter_mut().zip(at.iter_mut());
             let windows = rows.iter().flat_map(|r| cols.iter().map(move |c| (r, c)));
             for ((y, at), (&(iy, ny), &(ix, nx))) in outputs.zip(windows) {
-                let (mut best, mut best_at) = (f32::NEG_INFINITY, u32::MAX);
+                if ny == 0 || nx == 0 {
+                    (*y, *at) = (f32::NEG_INFINITY, u32::MAX);
+                    continue;
+                }
+                let first = iy * in_w + ix;
+                let (mut best, mut best_at) = (plane[first], first as u32);
                 for a in 0..ny {
                     let row = (iy + a * dy) * in_w + ix;
                     for b in 0..nx {
                         let i = row + b * dx;
                         let v = plane[i];
-                        if best_at == u32::MAX || v > best || v.is_nan() {
-                            (best, best_at) = (v, i as u32);
-                        }
+                        // Written as selects, not a branch: random maxima mispredict.
+                        let take = v > best || v.is_nan();
+                        best = if take { v } else { best };
+                        best_at = if take { i as u32 } else { best_at };
                     }
                 }
                 (*y, *at) = (best, best_at);

@@ -28,24 +28,6 @@ struct Window {
 }
 
 impl Window {
-    /// For each output index on `axis`: its first input index inside the image and how many
-    /// of its taps are inside (valid taps are consecutive, since the input index grows with
-    /// the tap).
-    fn spans(&self, axis: usize) -> Vec<(usize, usize)> {
-        let (stride, dilation, pad) = (self.stride[axis], self.dilation[axis], self.pad[axis]);
-        let size = self.in_size[axis] as isize;
-        (0..self.out_size[axis])
-            .map(|o| {
-                let at = |k: usize| (o * stride + k * dilation) as isize - pad as isize;
-                let mut valid = (0..self.kernel[axis]).filter(|&k| (0..size).contains(&at(k)));
-                match valid.next() {
-                    Some(first) => (at(first) as usize, 1 + valid.count()),
-                    None => (0, 0),
-                }
-            })
-            .collect()
-    }
-
     fn in_plane(&self) -> usize {
         self.in_size[0] * self.in_size[1]
     }
@@ -109,41 +91,119 @@ fn out_dims(w: &Window, x: &burn::backend::flex::FlexTensor) -> [usize; 4] {
 
 /// Maxima and their positions within each plane. The first maximum of a window wins; NaN
 /// always wins, as in Burn and PyTorch.
+///
+/// Vectorised over output columns: per output row, each kernel tap compares a whole row of
+/// outputs against one contiguous run of input. An input row is first split into its
+/// `stride` phases (for stride 2, the even and the odd columns), so that even a strided tap
+/// reads contiguous memory. Taps run in row-major order, so "first" means what it does in a
+/// per-window scan.
 fn pool_planes(x: &[f32], w: &Window) -> (Vec<f32>, Vec<u32>) {
-    let mut y = vec![0.0; w.planes * w.out_plane()];
-    let mut at = vec![0u32; y.len()];
-    let in_w = w.in_size[1];
-    let (rows, cols) = (w.spans(0), w.spans(1));
-    let [dy, dx] = w.dilation;
+    let mut y = vec![f32::NEG_INFINITY; w.planes * w.out_plane()];
+    let mut at = vec![u32::MAX; y.len()];
+    let ([in_h, in_w], [_, out_w], sx) = (w.in_size, w.out_size, w.stride[1]);
+    let runs = column_runs(w);
     y.par_chunks_mut(w.out_plane())
         .zip(at.par_chunks_mut(w.out_plane()))
         .enumerate()
-        .for_each(|(p, (y, at))| {
-            let plane = &x[p * w.in_plane()..(p + 1) * w.in_plane()];
-            let outputs = y.iter_mut().zip(at.iter_mut());
-            let windows = rows.iter().flat_map(|r| cols.iter().map(move |c| (r, c)));
-            for ((y, at), (&(iy, ny), &(ix, nx))) in outputs.zip(windows) {
-                if ny == 0 || nx == 0 {
-                    (*y, *at) = (f32::NEG_INFINITY, u32::MAX);
-                    continue;
-                }
-                let first = iy * in_w + ix;
-                let (mut best, mut best_at) = (plane[first], first as u32);
-                for a in 0..ny {
-                    let row = (iy + a * dy) * in_w + ix;
-                    for b in 0..nx {
-                        let i = row + b * dx;
-                        let v = plane[i];
-                        // Written as selects, not a branch: random maxima mispredict.
-                        let take = v > best || v.is_nan();
-                        best = if take { v } else { best };
-                        best_at = if take { i as u32 } else { best_at };
+        .for_each_init(
+            || vec![0.0f32; in_w],
+            |phases, (p, (y, at))| {
+                let plane = &x[p * w.in_plane()..(p + 1) * w.in_plane()];
+                let rows = y.chunks_exact_mut(out_w).zip(at.chunks_exact_mut(out_w));
+                for (oy, (best, best_at)) in rows.enumerate() {
+                    for ky in 0..w.kernel[0] {
+                        let iy =
+                            (oy * w.stride[0] + ky * w.dilation[0]) as isize - w.pad[0] as isize;
+                        if iy < 0 || iy >= in_h as isize {
+                            continue;
+                        }
+                        let row_start = iy as usize * in_w;
+                        split_phases(&plane[row_start..row_start + in_w], sx, phases);
+                        for run in &runs {
+                            let (outputs, src) = (run.first..run.end, &phases[run.src..]);
+                            let index0 = (row_start + run.index0) as u32;
+                            compare_run(
+                                &mut best[outputs.clone()],
+                                &mut best_at[outputs],
+                                src,
+                                index0,
+                                sx as u32,
+                            );
+                        }
                     }
                 }
-                (*y, *at) = (best, best_at);
-            }
-        });
+            },
+        );
     (y, at)
+}
+
+/// For one horizontal kernel tap: the output columns `first..end` it reaches, where their
+/// inputs start in the phase-split row, and the input column of output `first`.
+struct ColumnRun {
+    first: usize,
+    end: usize,
+    src: usize,
+    index0: usize,
+}
+
+/// The [`ColumnRun`] of every horizontal tap, in tap order. Output column `ox` of tap `kx`
+/// reads input column `ox·stride + offset` = phase `offset mod stride`, element
+/// `ox + ⌊offset / stride⌋`.
+fn column_runs(w: &Window) -> Vec<ColumnRun> {
+    let (in_w, out_w, stride) = (
+        w.in_size[1] as isize,
+        w.out_size[1] as isize,
+        w.stride[1] as isize,
+    );
+    let per_phase = (in_w + stride - 1) / stride;
+    (0..w.kernel[1])
+        .filter_map(|kx| {
+            let offset = (kx * w.dilation[1]) as isize - w.pad[1] as isize;
+            let (phase, shift) = (offset.rem_euclid(stride), offset.div_euclid(stride));
+            let phase_len = (in_w - phase + stride - 1) / stride;
+            let first = (-shift).clamp(0, out_w);
+            let end = (phase_len - shift).clamp(first, out_w);
+            (end > first).then(|| ColumnRun {
+                first: first as usize,
+                end: end as usize,
+                src: (phase * per_phase + first + shift) as usize,
+                index0: (first * stride + offset) as usize,
+            })
+        })
+        .collect()
+}
+
+/// Splits `row` into its `stride` phases: phase `p` (columns `p, p + stride, …`) starts at
+/// `p · ⌈len / stride⌉` in `phases`.
+fn split_phases(row: &[f32], stride: usize, phases: &mut [f32]) {
+    if stride == 1 {
+        return phases[..row.len()].copy_from_slice(row);
+    }
+    let per_phase = row.len().div_ceil(stride);
+    for (p, phase) in phases.chunks_mut(per_phase).take(stride).enumerate() {
+        for (slot, &v) in phase.iter_mut().zip(row[p..].iter().step_by(stride)) {
+            *slot = v;
+        }
+    }
+}
+
+/// One tap over a run of outputs: `best[j]` takes `src[j]` (input position
+/// `index0 + j·stride`) if it is greater or NaN. Outputs start at −∞, so the first finite tap
+/// always wins; a window of only −∞ keeps no position (its gradient is dropped). Plain
+/// selects over equal-length slices, so it vectorises.
+fn compare_run(best: &mut [f32], best_at: &mut [u32], src: &[f32], index0: u32, stride: u32) {
+    let n = best.len();
+    let (best_at, src) = (&mut best_at[..n], &src[..n]);
+    for j in 0..n {
+        let (v, b) = (src[j], best[j]);
+        #[allow(clippy::eq_op)] // v != v: NaN wins, as in Burn and PyTorch
+        let take = (v > b) | (v != v);
+        // Bit masks rather than `if`: LLVM turns an `if` here into a branch, and random
+        // maxima mispredict it (measured 4.5x slower).
+        let mask = (take as u32).wrapping_neg();
+        best[j] = f32::from_bits((v.to_bits() & mask) | (b.to_bits() & !mask));
+        best_at[j] = ((index0 + j as u32 * stride) & mask) | (best_at[j] & !mask);
+    }
 }
 
 /// Each output gradient added onto the input position its maximum came from.

@@ -12,6 +12,10 @@
 //!
 //! A [`ModelConfig`] builds a [`Network`]; [`saved`] writes a network with everything needed
 //! to use it again (architecture, input size, normalisation, class names) into one file.
+//!
+//! The models' convolutions, batch norms and max pools go through [`ops`]: ferrite's own
+//! kernels, registered with Burn's autodiff, where the tensors live on burn-flex (the CPU
+//! backend), and Burn's ops on any other backend.
 
 pub mod blocks;
 pub mod dexpression;

@@ -18,7 +18,7 @@ use burn::prelude::*;
 use burn::tensor::activation::relu;
 
 use crate::blocks::{conv_macs, flatten, linear_macs, out_side, pad1};
-use crate::ops::{batch_norm, conv, max_pool};
+use crate::ops::{batch_norm, conv, dropout, max_pool};
 
 const FEATEX_OUT: usize = 208 + 64;
 
@@ -119,7 +119,8 @@ impl DeXpression {
         );
         let x = batch_norm::forward(&self.stem_norm, x, false);
         let x = self.featex2.forward(self.featex1.forward(x));
-        self.output.forward(self.dropout.forward(flatten(x)))
+        self.output
+            .forward(dropout::forward(&self.dropout, flatten(x)))
     }
 
     pub fn macs(&self, side: usize) -> u64 {

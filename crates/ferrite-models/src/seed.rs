@@ -6,7 +6,7 @@ use burn::prelude::*;
 use burn::tensor::activation::relu;
 
 use crate::blocks::{ConvBn, SeparableConvBn, flatten, linear_macs};
-use crate::ops::max_pool;
+use crate::ops::{dropout, max_pool};
 
 /// `seed-cnn`: the recipe's plain CNN. Seven 3×3 'same' convs, each followed by batch norm;
 /// down-sampling by stride-2 convs (48 → 24 → 12 → 6); dropout after the second and third
@@ -48,10 +48,10 @@ impl SeedCnn {
         for (i, conv) in self.convs.iter().enumerate() {
             x = conv.forward(x);
             if i == 1 {
-                x = self.dropout1.forward(x);
+                x = dropout::forward(&self.dropout1, x);
             }
             if i == 3 {
-                x = self.dropout2.forward(x);
+                x = dropout::forward(&self.dropout2, x);
             }
         }
         flatten(self.pool.forward(self.head.forward(x)))
@@ -116,11 +116,9 @@ impl SeedWide {
         let mut x = images;
         for stage in &self.stages {
             let features = stage.separable.forward(stage.conv.forward(x));
-            x = stage
-                .dropout
-                .forward(max_pool::forward(&stage.pool, features));
+            x = dropout::forward(&stage.dropout, max_pool::forward(&stage.pool, features));
         }
-        let x = self.dropout.forward(relu(self.dense.forward(flatten(x))));
+        let x = dropout::forward(&self.dropout, relu(self.dense.forward(flatten(x))));
         self.output.forward(x)
     }
 

@@ -14,7 +14,7 @@ use burn::prelude::*;
 use burn::tensor::activation::relu;
 
 use crate::blocks::{ConvBn, flatten, linear_macs};
-use crate::ops::max_pool;
+use crate::ops::{dropout, max_pool};
 
 #[derive(Module, Debug)]
 pub struct Vgg {
@@ -61,7 +61,7 @@ impl Vgg {
         for [a, b] in &self.stages {
             x = max_pool::forward(&self.pool, b.forward(a.forward(x)));
         }
-        let x = self.dropout.forward(relu(self.dense.forward(flatten(x))));
+        let x = dropout::forward(&self.dropout, relu(self.dense.forward(flatten(x))));
         self.output.forward(x)
     }
 

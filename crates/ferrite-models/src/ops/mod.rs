@@ -12,6 +12,7 @@
 
 pub mod batch_norm;
 pub mod conv;
+pub mod dropout;
 pub mod max_pool;
 #[cfg(test)]
 mod test_util;

@@ -13,7 +13,7 @@ use burn::nn::pool::MaxPool2d;
 use burn::prelude::*;
 use rayon::prelude::*;
 
-use super::{Route, contiguous, f32s, flex_tensor, operand, route};
+use super::{Route, contiguous, f32s, flex_tensor, min_items, operand, route};
 
 /// Shapes of one pooling.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -104,6 +104,7 @@ fn pool_planes(x: &[f32], w: &Window) -> (Vec<f32>, Vec<u32>) {
     let runs = column_runs(w);
     y.par_chunks_mut(w.out_plane())
         .zip(at.par_chunks_mut(w.out_plane()))
+        .with_min_len(min_items(w.in_plane()))
         .enumerate()
         .for_each_init(
             || vec![0.0f32; in_w],
@@ -210,6 +211,7 @@ fn compare_run(best: &mut [f32], best_at: &mut [u32], src: &[f32], index0: u32, 
 fn unpool_grad(dy: &[f32], at: &[u32], w: &Window) -> Vec<f32> {
     let mut dx = vec![0.0; w.planes * w.in_plane()];
     dx.par_chunks_mut(w.in_plane())
+        .with_min_len(min_items(w.in_plane()))
         .enumerate()
         .for_each(|(p, dx)| {
             let range = p * w.out_plane()..(p + 1) * w.out_plane();

@@ -74,6 +74,12 @@ fn route(operands: &[(Device, DType)]) -> Route {
     }
 }
 
+/// The fewest items of `item_len` values one rayon task should get: below about 16k values a
+/// task costs more to hand to another thread than to run (batch-1 inference is all such).
+fn min_items(item_len: usize) -> usize {
+    ((1 << 14) / item_len.max(1)).max(1)
+}
+
 fn operand<const D: usize>(t: &Tensor<D>) -> (Device, DType) {
     (t.device(), t.dtype())
 }

@@ -4,6 +4,8 @@
 
 use rayon::prelude::*;
 
+use crate::ops::min_items;
+
 /// `[batch, channels, plane]` view of an NCHW tensor (`plane` = height × width).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Layout {
@@ -32,6 +34,7 @@ pub fn channel_stats(x: &[f32], l: &Layout) -> (Vec<f32>, Vec<f32>) {
     let count = l.per_channel() as f64;
     (0..l.channels)
         .into_par_iter()
+        .with_min_len(min_items(l.per_channel()))
         .map(|c| {
             let mean = l
                 .planes(x, c)
@@ -77,6 +80,7 @@ pub fn affine(x: &[f32], scale: &[f32], shift: &[f32], relu: bool, l: &Layout) -
     let mut y = vec![0.0; x.len()];
     y.par_chunks_mut(l.plane)
         .zip(x.par_chunks(l.plane))
+        .with_min_len(min_items(l.plane))
         .enumerate()
         .for_each(|(p, (out, inp))| {
             let (a, b) = (scale[p % l.channels], shift[p % l.channels]);
@@ -116,6 +120,7 @@ pub fn backward(x: &[f32], dy: &[f32], s: &Saved, l: &Layout) -> (Vec<f32>, Vec<
     };
     let (dbeta, dgamma): (Vec<f32>, Vec<f32>) = (0..l.channels)
         .into_par_iter()
+        .with_min_len(min_items(l.per_channel()))
         .map(|c| {
             let (mut sum, mut dot) = (0.0f64, 0.0f64);
             for (xp, gp) in l.planes(x, c).zip(l.planes(dy, c)) {
@@ -128,7 +133,8 @@ pub fn backward(x: &[f32], dy: &[f32], s: &Saved, l: &Layout) -> (Vec<f32>, Vec<
 
     let count = l.per_channel() as f32;
     let mut dx = vec![0.0; x.len()];
-    dx.par_chunks_mut(l.plane).enumerate().for_each(|(p, out)| {
+    let planes = dx.par_chunks_mut(l.plane).with_min_len(min_items(l.plane));
+    planes.enumerate().for_each(|(p, out)| {
         let c = p % l.channels;
         let xp = &x[p * l.plane..(p + 1) * l.plane];
         let gp = &dy[p * l.plane..(p + 1) * l.plane];

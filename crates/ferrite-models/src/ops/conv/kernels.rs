@@ -15,6 +15,8 @@
 use gemm::Parallelism;
 use rayon::prelude::*;
 
+use crate::ops::min_items;
+
 /// Shapes, strides and padding of one 2-D convolution.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Geometry {
@@ -56,6 +58,11 @@ impl Geometry {
 
     pub fn input_len(&self) -> usize {
         self.batch * self.in_channels * self.in_plane()
+    }
+
+    /// Multiply-adds of the forward pass (each gradient costs the same).
+    fn macs(&self) -> usize {
+        self.output_len() * self.patch_len()
     }
 
     pub fn output_len(&self) -> usize {
@@ -161,12 +168,19 @@ fn gemm_into(dst: &mut [f32], a: Mat, b: Mat, accumulate: bool, parallelism: Par
     }
 }
 
-/// How to spread `items` independent pieces of work over the threads: in parallel, one
-/// single-threaded product each, or one after another with multithreaded products.
-fn plan(items: usize) -> (bool, Parallelism) {
+/// Below this many multiply-adds a product runs on one thread: waking the other threads costs
+/// more than it saves (batch-1 inference of the small models is made of such products).
+const PARALLEL_MACS: usize = 1 << 22;
+
+/// How to spread `items` independent pieces of work (`macs` multiply-adds in all) over the
+/// threads: in parallel, one single-threaded product each; or one after another with
+/// multithreaded products; or, when small, one after another on one thread.
+fn plan(items: usize, macs: usize) -> (bool, Parallelism) {
     let threads = rayon::current_num_threads();
     if items >= threads {
         (true, Parallelism::None)
+    } else if macs < PARALLEL_MACS {
+        (false, Parallelism::None)
     } else {
         (false, Parallelism::Rayon(threads))
     }
@@ -248,12 +262,13 @@ fn col2im(cols: &[f32], g: &Geometry, image: &mut [f32]) {
 }
 
 /// Runs `work(image_index, output_chunk, scratch, parallelism)` for every image, in parallel
-/// when the batch is large enough; `scratch` is a per-thread buffer of `scratch_len`.
-fn per_image<F>(output: &mut [f32], chunk: usize, scratch_len: usize, work: F)
+/// when the batch is large enough; `scratch` is a per-thread buffer of `scratch_len`; `macs`
+/// is the work in all (see [`plan`]).
+fn per_image<F>(output: &mut [f32], chunk: usize, scratch_len: usize, macs: usize, work: F)
 where
     F: Fn(usize, &mut [f32], &mut Vec<f32>, Parallelism) + Sync,
 {
-    let (parallel, parallelism) = plan(output.len() / chunk.max(1));
+    let (parallel, parallelism) = plan(output.len() / chunk.max(1), macs);
     if parallel {
         output.par_chunks_mut(chunk).enumerate().for_each_init(
             || vec![0.0; scratch_len],
@@ -277,6 +292,7 @@ pub fn dense_forward(x: &[f32], w: &[f32], bias: Option<&[f32]>, g: &Geometry) -
         &mut y,
         g.out_channels * l,
         scratch,
+        g.macs(),
         |n, out, cols, parallelism| {
             let image = &x[n * image_len..(n + 1) * image_len];
             let cols: &[f32] = if g.is_pointwise() {
@@ -317,6 +333,7 @@ pub fn dense_input_grad(w: &[f32], dy: &[f32], g: &Geometry) -> Vec<f32> {
         &mut dx,
         image_len,
         scratch,
+        g.macs(),
         |n, dx_n, dcols, parallelism| {
             let dy_n = Mat::rows(&dy[n * grad_len..(n + 1) * grad_len], g.out_channels, l);
             let wt = Mat::rows(w, g.out_channels, k).t();
@@ -336,7 +353,7 @@ pub fn dense_weight_grad(x: &[f32], dy: &[f32], g: &Geometry) -> Vec<f32> {
     let (k, l) = (g.patch_len(), g.out_plane());
     let image_len = g.in_channels * g.in_plane();
     let grad_len = g.out_channels * l;
-    let (parallel, parallelism) = plan(g.batch);
+    let (parallel, parallelism) = plan(g.batch, g.macs());
     let parts = if parallel {
         rayon::current_num_threads()
     } else {
@@ -413,6 +430,7 @@ pub fn depthwise_forward(x: &[f32], w: &[f32], bias: Option<&[f32]>, g: &Geometr
     let (out_w, sx) = (g.out_size[1], g.stride[1]);
     let mut y = vec![0.0; g.output_len()];
     y.par_chunks_mut(plane_out)
+        .with_min_len(min_items(plane_out))
         .enumerate()
         .for_each(|(p, out)| {
             let c = p % g.in_channels;
@@ -436,6 +454,7 @@ pub fn depthwise_input_grad(w: &[f32], dy: &[f32], g: &Geometry) -> Vec<f32> {
     let (out_w, sx) = (g.out_size[1], g.stride[1]);
     let mut dx = vec![0.0; g.input_len()];
     dx.par_chunks_mut(plane_in)
+        .with_min_len(min_items(plane_in))
         .enumerate()
         .for_each(|(p, dx_p)| {
             let c = p % g.in_channels;
@@ -463,7 +482,10 @@ pub fn depthwise_weight_grad(x: &[f32], dy: &[f32], g: &Geometry) -> Vec<f32> {
     let (plane_in, plane_out, taps) = (g.in_plane(), g.out_plane(), g.kernel_area());
     let (out_w, sx) = (g.out_size[1], g.stride[1]);
     let mut dw = vec![0.0; g.in_channels * taps];
-    dw.par_chunks_mut(taps).enumerate().for_each(|(c, dw_c)| {
+    let channels = dw
+        .par_chunks_mut(taps)
+        .with_min_len(min_items(g.batch * plane_out));
+    channels.enumerate().for_each(|(c, dw_c)| {
         for n in 0..g.batch {
             let p = n * g.in_channels + c;
             let image = &x[p * plane_in..(p + 1) * plane_in];

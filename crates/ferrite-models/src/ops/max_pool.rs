@@ -1,6 +1,6 @@
 //! 2-D max pooling as one op: the forward records, per output, the position of its maximum
-//! within the plane (`u32`), the backward adds each output gradient there. Plain row loops per
-//! (image, channel) plane in parallel.
+//! within the plane (`u32`), the backward adds each output gradient there. Planes (image,
+//! channel) in parallel; within a plane, one vectorised pass per kernel tap.
 
 use burn::backend::Flex;
 use burn::backend::autodiff::Autodiff;
@@ -28,6 +28,17 @@ struct Window {
 }
 
 impl Window {
+    /// The plane position of tap `tap`'s input for output `(oy, ox)`, or `u32::MAX` for none.
+    fn input_of(&self, oy: usize, ox: usize, tap: u8) -> u32 {
+        if tap == NO_TAP {
+            return u32::MAX;
+        }
+        let (ky, kx) = (tap as usize / self.kernel[1], tap as usize % self.kernel[1]);
+        let iy = oy * self.stride[0] + ky * self.dilation[0] - self.pad[0];
+        let ix = ox * self.stride[1] + kx * self.dilation[1] - self.pad[1];
+        (iy * self.in_size[1] + ix) as u32
+    }
+
     fn in_plane(&self) -> usize {
         self.in_size[0] * self.in_size[1]
     }
@@ -92,45 +103,40 @@ fn out_dims(w: &Window, x: &burn::backend::flex::FlexTensor) -> [usize; 4] {
 /// Maxima and their positions within each plane. The first maximum of a window wins; NaN
 /// always wins, as in Burn and PyTorch.
 ///
-/// Vectorised over output columns: per output row, each kernel tap compares a whole row of
-/// outputs against one contiguous run of input. An input row is first split into its
-/// `stride` phases (for stride 2, the even and the odd columns), so that even a strided tap
-/// reads contiguous memory. Taps run in row-major order, so "first" means what it does in a
-/// per-window scan.
+/// Each plane is first laid out on a [`PhaseGrid`]: padded with −∞ and split into its
+/// stride phases, so that for every kernel tap the inputs of *all* outputs of the plane form
+/// one contiguous run. The pooling is then one long vectorised compare per tap (nine for
+/// 3×3), whatever the plane's width; taps in row-major order keep "first" meaning what it
+/// does in a per-window scan.
 fn pool_planes(x: &[f32], w: &Window) -> (Vec<f32>, Vec<u32>) {
-    let mut y = vec![f32::NEG_INFINITY; w.planes * w.out_plane()];
-    let mut at = vec![u32::MAX; y.len()];
-    let ([in_h, in_w], [_, out_w], sx) = (w.in_size, w.out_size, w.stride[1]);
-    let runs = column_runs(w);
+    let grid = PhaseGrid::of(w);
+    let [out_h, out_w] = w.out_size;
+    let mut y = vec![0.0; w.planes * w.out_plane()];
+    let mut at = vec![0u32; y.len()];
     y.par_chunks_mut(w.out_plane())
         .zip(at.par_chunks_mut(w.out_plane()))
         .with_min_len(min_items(w.in_plane()))
         .enumerate()
         .for_each_init(
-            || vec![0.0f32; in_w],
-            |phases, (p, (y, at))| {
-                let plane = &x[p * w.in_plane()..(p + 1) * w.in_plane()];
-                let rows = y.chunks_exact_mut(out_w).zip(at.chunks_exact_mut(out_w));
-                for (oy, (best, best_at)) in rows.enumerate() {
-                    for ky in 0..w.kernel[0] {
-                        let iy =
-                            (oy * w.stride[0] + ky * w.dilation[0]) as isize - w.pad[0] as isize;
-                        if iy < 0 || iy >= in_h as isize {
-                            continue;
-                        }
-                        let row_start = iy as usize * in_w;
-                        split_phases(&plane[row_start..row_start + in_w], sx, phases);
-                        for run in &runs {
-                            let (outputs, src) = (run.first..run.end, &phases[run.src..]);
-                            let index0 = (row_start + run.index0) as u32;
-                            compare_run(
-                                &mut best[outputs.clone()],
-                                &mut best_at[outputs],
-                                src,
-                                index0,
-                                sx as u32,
-                            );
-                        }
+            || {
+                (
+                    vec![0.0f32; grid.len()],
+                    vec![0.0f32; grid.run],
+                    vec![0u8; grid.run],
+                )
+            },
+            |(phases, best, tap), (p, (y, at))| {
+                grid.fill(&x[p * w.in_plane()..(p + 1) * w.in_plane()], w, phases);
+                best.fill(f32::NEG_INFINITY);
+                tap.fill(NO_TAP);
+                for (t, start) in grid.taps(w) {
+                    compare_run(best, tap, &phases[start..start + grid.run], t);
+                }
+                for oy in 0..out_h {
+                    for ox in 0..out_w {
+                        let f = oy * grid.width + ox;
+                        y[oy * out_w + ox] = best[f];
+                        at[oy * out_w + ox] = w.input_of(oy, ox, tap[f]);
                     }
                 }
             },
@@ -138,72 +144,96 @@ fn pool_planes(x: &[f32], w: &Window) -> (Vec<f32>, Vec<u32>) {
     (y, at)
 }
 
-/// For one horizontal kernel tap: the output columns `first..end` it reaches, where their
-/// inputs start in the phase-split row, and the input column of output `first`.
-struct ColumnRun {
-    first: usize,
-    end: usize,
-    src: usize,
-    index0: usize,
+/// No tap has won yet (or all were −∞).
+const NO_TAP: u8 = u8::MAX;
+
+/// A plane padded with −∞ and split into `stride[0] × stride[1]` phase blocks of
+/// `height × width`: padded pixel `(r, c)` sits in block `(r mod sy, c mod sx)` at
+/// `(r / sy, c / sx)`. Output `(oy, ox)` of tap `(ky, kx)` then reads block
+/// `(ky·dy mod sy, kx·dx mod sx)` at `(oy + ky·dy / sy, ox + kx·dx / sx)`: for a fixed tap, a
+/// fixed offset from `oy·width + ox`, so the outputs read one contiguous run of `run` values
+/// (the columns past `out_w` in each row are computed and ignored).
+struct PhaseGrid {
+    stride: [usize; 2],
+    height: usize,
+    width: usize,
+    run: usize,
 }
 
-/// The [`ColumnRun`] of every horizontal tap, in tap order. Output column `ox` of tap `kx`
-/// reads input column `ox·stride + offset` = phase `offset mod stride`, element
-/// `ox + ⌊offset / stride⌋`.
-fn column_runs(w: &Window) -> Vec<ColumnRun> {
-    let (in_w, out_w, stride) = (
-        w.in_size[1] as isize,
-        w.out_size[1] as isize,
-        w.stride[1] as isize,
-    );
-    let per_phase = (in_w + stride - 1) / stride;
-    (0..w.kernel[1])
-        .filter_map(|kx| {
-            let offset = (kx * w.dilation[1]) as isize - w.pad[1] as isize;
-            let (phase, shift) = (offset.rem_euclid(stride), offset.div_euclid(stride));
-            let phase_len = (in_w - phase + stride - 1) / stride;
-            let first = (-shift).clamp(0, out_w);
-            let end = (phase_len - shift).clamp(first, out_w);
-            (end > first).then(|| ColumnRun {
-                first: first as usize,
-                end: end as usize,
-                src: (phase * per_phase + first + shift) as usize,
-                index0: (first * stride + offset) as usize,
-            })
-        })
-        .collect()
-}
-
-/// Splits `row` into its `stride` phases: phase `p` (columns `p, p + stride, …`) starts at
-/// `p · ⌈len / stride⌉` in `phases`.
-fn split_phases(row: &[f32], stride: usize, phases: &mut [f32]) {
-    if stride == 1 {
-        return phases[..row.len()].copy_from_slice(row);
-    }
-    let per_phase = row.len().div_ceil(stride);
-    for (p, phase) in phases.chunks_mut(per_phase).take(stride).enumerate() {
-        for (slot, &v) in phase.iter_mut().zip(row[p..].iter().step_by(stride)) {
-            *slot = v;
+impl PhaseGrid {
+    fn of(w: &Window) -> Self {
+        // Big enough for the padded input and for the furthest tap of the last output.
+        let side = |axis: usize| {
+            let s = w.stride[axis];
+            let padded = (w.in_size[axis] + 2 * w.pad[axis]).div_ceil(s);
+            padded.max(w.out_size[axis] + (w.kernel[axis] - 1) * w.dilation[axis] / s)
+        };
+        let (height, width) = (side(0), side(1));
+        let run = (w.out_size[0] - 1) * width + w.out_size[1];
+        Self {
+            stride: w.stride,
+            height,
+            width,
+            run,
         }
     }
+
+    fn len(&self) -> usize {
+        self.stride[0] * self.stride[1] * self.height * self.width
+    }
+
+    /// Lays `plane` out on the grid (everything else −∞).
+    fn fill(&self, plane: &[f32], w: &Window, phases: &mut [f32]) {
+        let [sy, sx] = self.stride;
+        phases.fill(f32::NEG_INFINITY);
+        for (iy, row) in plane.chunks_exact(w.in_size[1]).enumerate() {
+            let r = iy + w.pad[0];
+            for phase in 0..sx {
+                // Padded columns c ≡ phase (mod sx) hold input columns c − pad.
+                let first = (phase + sx - w.pad[1] % sx) % sx;
+                let block = (r % sy) * sx + phase;
+                let start = block * self.height * self.width
+                    + (r / sy) * self.width
+                    + (first + w.pad[1]) / sx;
+                let dst = &mut phases[start..];
+                for (d, &v) in dst.iter_mut().zip(row.iter().skip(first).step_by(sx)) {
+                    *d = v;
+                }
+            }
+        }
+    }
+
+    /// Each tap's number (row-major) and the start of its run.
+    fn taps(&self, w: &Window) -> impl Iterator<Item = (u8, usize)> + '_ {
+        let [sy, sx] = self.stride;
+        let [kh, kw] = w.kernel;
+        let [dy, dx] = w.dilation;
+        (0..kh * kw).map(move |t| {
+            let (ry, rx) = ((t / kw) * dy, (t % kw) * dx);
+            let block = (ry % sy) * sx + rx % sx;
+            (
+                t as u8,
+                block * self.height * self.width + (ry / sy) * self.width + rx / sx,
+            )
+        })
+    }
 }
 
-/// One tap over a run of outputs: `best[j]` takes `src[j]` (input position
-/// `index0 + j·stride`) if it is greater or NaN. Outputs start at −∞, so the first finite tap
-/// always wins; a window of only −∞ keeps no position (its gradient is dropped). Plain
-/// selects over equal-length slices, so it vectorises.
-fn compare_run(best: &mut [f32], best_at: &mut [u32], src: &[f32], index0: u32, stride: u32) {
+/// One tap over a run of outputs: `best[j]` takes `src[j]` if it is greater or NaN, and
+/// records the tap. Outputs start at −∞, so the first finite tap always wins; a window of
+/// only −∞ records none (its gradient is dropped). Bit masks rather than `if`: LLVM turns an
+/// `if` here into a branch, which random maxima mispredict (measured 4.5× slower).
+fn compare_run(best: &mut [f32], tap: &mut [u8], src: &[f32], t: u8) {
     let n = best.len();
-    let (best_at, src) = (&mut best_at[..n], &src[..n]);
+    let (tap, src) = (&mut tap[..n], &src[..n]);
     for j in 0..n {
         let (v, b) = (src[j], best[j]);
         #[allow(clippy::eq_op)] // v != v: NaN wins, as in Burn and PyTorch
         let take = (v > b) | (v != v);
-        // Bit masks rather than `if`: LLVM turns an `if` here into a branch, and random
-        // maxima mispredict it (measured 4.5x slower).
         let mask = (take as u32).wrapping_neg();
         best[j] = f32::from_bits((v.to_bits() & mask) | (b.to_bits() & !mask));
-        best_at[j] = ((index0 + j as u32 * stride) & mask) | (best_at[j] & !mask);
+        let mask8 = mask as u8;
+        tap[j] = (t & mask8) | (tap[j] & !mask8);
     }
 }
 
@@ -270,10 +300,11 @@ mod tests {
     use super::forward;
     use crate::ops::test_util::{assert_close, tensor};
 
-    fn assert_matches_burn(kernel: usize, stride: usize, pad: usize) {
+    fn assert_matches_burn(kernel: usize, stride: usize, pad: usize, dilation: usize) {
         let pool = MaxPool2dConfig::new([kernel, kernel])
             .with_strides([stride, stride])
             .with_padding(PaddingConfig2d::Explicit(pad, pad, pad, pad))
+            .with_dilation([dilation, dilation])
             .init();
         let device = Device::flex().autodiff();
         let run = |ours: bool| {
@@ -291,16 +322,18 @@ mod tests {
             ]
         };
         let (ours, burns) = (run(true), run(false));
-        let what = format!("max pool {kernel}x{kernel}/{stride} pad {pad}");
+        let what = format!("max pool {kernel}x{kernel}/{stride} pad {pad} dilation {dilation}");
         assert_close(&ours[0], &burns[0], 0.0, &format!("{what} output"));
         assert_close(&ours[1], &burns[1], 1e-6, &format!("{what} input grad"));
     }
 
     #[test]
     fn matches_burn_forward_and_backward() {
-        assert_matches_burn(3, 2, 1);
-        assert_matches_burn(3, 1, 1);
-        assert_matches_burn(2, 2, 0);
+        assert_matches_burn(3, 2, 1, 1);
+        assert_matches_burn(3, 1, 1, 1);
+        assert_matches_burn(2, 2, 0, 1);
+        assert_matches_burn(3, 3, 1, 1);
+        assert_matches_burn(3, 2, 2, 2);
     }
 
     #[test]

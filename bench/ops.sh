@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Per-op timing of a seed-cnn training step's layers (batch 64, 48×48×1): ferrite's Burn flex
-# backend (crates/ferrite-models/examples/op_timing.rs) vs PyTorch CPU
+# Per-op timing of a seed-cnn training step's layers (batch 64, 48×48×1): Burn's own ops on the
+# flex backend (crates/ferrite-models/examples/op_timing.rs; the reproduction of the slow paths
+# that ferrite's ops module now replaces, see bench/kernels.sh) vs PyTorch CPU
 # (bench/peers/op_timing_torch.py), then the ratio ferrite / PyTorch per op and how much of the
 # summed seed-cnn layer time each op's difference accounts for.
 #   bench/ops.sh [reps] [warmup]

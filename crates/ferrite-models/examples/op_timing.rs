@@ -1,6 +1,8 @@
-//! Per-op timing of the layers of a `seed-cnn` training step (batch 64, 48×48×1 input) on
-//! Burn's flex CPU backend: the ferrite side of bench/ops.sh, whose peer is
-//! bench/peers/op_timing_torch.py (same ops, same shapes, same table).
+//! Per-op timing of the layers of a `seed-cnn` training step (batch 64, 48×48×1 input) with
+//! Burn's own ops on its flex CPU backend: the ferrite side of bench/ops.sh, whose peer is
+//! bench/peers/op_timing_torch.py (same ops, same shapes, same table). This is the smallest
+//! reproduction of the backend's slow paths; the models now run `ferrite_models::ops` instead
+//! (bench/kernels.sh compares the two).
 //!
 //!   op_timing [--reps N] [--warmup N] [--filter SUBSTR] [--tsv PATH] [--batch N]
 //!             [--stat median|min] [--alt]

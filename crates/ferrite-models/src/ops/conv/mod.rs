@@ -15,8 +15,7 @@ use burn::prelude::*;
 use burn::tensor::ops::ConvOptions;
 
 use super::{Route, contiguous, f32s, flex_tensor, operand, route};
-
-pub use kernels::Geometry;
+use kernels::Geometry;
 
 /// Applies `conv` to `x` (`[batch, channels, height, width]`), like `Conv2d::forward`.
 pub fn forward(conv: &Conv2d, x: Tensor<4>) -> Tensor<4> {

@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# ferrite's own kernels (crates/ferrite-models/src/ops: convolution, batch norm + ReLU, max
+# pool, dropout) against Burn's ops on the same burn-flex backend: the same binary, switched
+# with FERRITE_KERNELS=burn, alternating, median of ROUNDS. Training (batch 64) and inference
+# (batch 1 and 64) images/s.
+#   bench/kernels.sh                 # ROUNDS=3 STEPS=20 MODELS="seed-cnn dexpression mini-xception vgg"
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROUNDS="${ROUNDS:-3}"
+STEPS="${STEPS:-20}"
+MODELS="${MODELS:-seed-cnn dexpression mini-xception vgg}"
+cargo build --release --quiet -p ferrite-train --example throughput
+ferrite=target/release/examples/throughput
+rate() { grep -o '"images_per_second": [0-9.]*' | awk '{print $2}'; }
+median() { sort -n | awk '{v[NR] = $1} END {print v[int((NR + 1) / 2)]}'; }
+
+echo "burn-flex on $(nproc) cores: ferrite's kernels vs Burn's ops (FERRITE_KERNELS=burn), median of $ROUNDS, images/s"
+printf '| %-14s | %-11s | %9s | %9s | %7s |\n' model run ferrite Burn ratio
+printf '|%s|%s|%s|%s|%s|\n' ---------------- ------------- ----------- ----------- ---------
+for model in $MODELS; do
+  steps=$STEPS
+  [ "$model" = vgg ] && steps=$((STEPS / 4 > 2 ? STEPS / 4 : 2))
+  for run in "train 64" "infer 1" "infer 64"; do
+    set -- $run
+    n=$steps
+    [ "$2" = 1 ] && n=200
+    ours=() burns=()
+    for ((r = 0; r < ROUNDS; r++)); do
+      ours+=("$($ferrite "$1" "$model" "$2" "$n" 2 | rate)")
+      burns+=("$(FERRITE_KERNELS=burn $ferrite "$1" "$model" "$2" "$n" 2 | rate)")
+    done
+    a=$(printf '%s\n' "${ours[@]}" | median)
+    b=$(printf '%s\n' "${burns[@]}" | median)
+    printf '| %-14s | %-11s | %9.0f | %9.0f | %6.2fx |\n' "$model" "$1 b$2" "$a" "$b" "$(echo "$a / $b" | bc -l)"
+  done
+done

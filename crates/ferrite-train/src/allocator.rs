@@ -4,7 +4,7 @@
 //! step. glibc's malloc hands them back to the kernel, mimalloc by default after 10 ms; either
 //! way the next step faults them in again and the kernel zeroes every page (with transparent
 //! huge pages, 2 MiB at a time). perf put that at 10–20 % of a step; keeping the memory made
-//! mini-Xception train 10–14 % faster (`throughput train mini-xception 64 16 2`, A/B). Binaries opt in:
+//! mini-Xception train 11–15 % faster (`throughput train mini-xception 64 16 2`, A/B). Binaries opt in:
 //!
 //! ```ignore
 //! #[global_allocator]

@@ -5,7 +5,7 @@ use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::{BatchNorm, BatchNormConfig, Linear, PaddingConfig2d};
 use burn::prelude::*;
 
-use crate::ops::{batch_norm, conv};
+use crate::ops::conv;
 
 /// 3×3 'same' padding that also works with stride 2 (48 → 24, as Keras's 'same').
 pub fn pad1() -> PaddingConfig2d {
@@ -51,7 +51,7 @@ impl ConvBn {
     }
 
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        batch_norm::forward(&self.norm, conv::forward(&self.conv, x), self.relu)
+        conv::forward_normalized(&self.conv, &self.norm, x, self.relu)
     }
 
     pub fn macs(&self, out_side: usize) -> u64 {
@@ -92,8 +92,8 @@ impl SeparableConvBn {
     }
 
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        let x = conv::forward(&self.pointwise, conv::forward(&self.depthwise, x));
-        batch_norm::forward(&self.norm, x, self.relu)
+        let x = conv::forward(&self.depthwise, x);
+        conv::forward_normalized(&self.pointwise, &self.norm, x, self.relu)
     }
 
     pub fn macs(&self, out_side: usize) -> u64 {

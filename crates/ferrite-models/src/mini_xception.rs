@@ -15,7 +15,7 @@ use burn::nn::{BatchNorm, BatchNormConfig, PaddingConfig2d};
 use burn::prelude::*;
 
 use crate::blocks::{ConvBn, SeparableConvBn, conv_macs, flatten, out_side, pad1};
-use crate::ops::{batch_norm, conv, max_pool};
+use crate::ops::{conv, max_pool};
 
 #[derive(Module, Debug)]
 pub struct MiniXception {
@@ -53,8 +53,8 @@ impl ResidualModule {
     }
 
     fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        let residual = conv::forward(&self.shortcut, x.clone());
-        let residual = batch_norm::forward(&self.shortcut_norm, residual, false);
+        let residual =
+            conv::forward_normalized(&self.shortcut, &self.shortcut_norm, x.clone(), false);
         let x = self.separable2.forward(self.separable1.forward(x));
         let x = max_pool::forward(&self.pool, x);
         x + residual

@@ -54,6 +54,15 @@ fn values(t: Tensor<1>) -> Vec<f32> {
 /// Inference: `x · γ/√(σ²+ε) + (β − μ·γ/√(σ²+ε))` per channel, one pass.
 fn infer(norm: &BatchNorm, x: Tensor<4>, relu: bool) -> Tensor<4> {
     let l = layout(&x);
+    let (scale, shift) = inference_affine(norm);
+    let x = contiguous(&x.try_into_primitive::<Flex>().expect("routed as flex"));
+    let y = kernels::affine(f32s(&x), &scale, &shift, relu, &l);
+    Tensor::from_primitive::<Flex>(flex_tensor(y, dims(&l, &x)))
+}
+
+/// The batch norm at inference as a per-channel affine map `(scale, shift)`:
+/// `γ/√(σ²+ε)` and `β − μ·γ/√(σ²+ε)`, with the running statistics.
+pub fn inference_affine(norm: &BatchNorm) -> (Vec<f32>, Vec<f32>) {
     let (gamma, beta) = (values(norm.gamma.val()), values(norm.beta.val()));
     let (mean, var) = (
         values(norm.running_mean.value()),
@@ -63,10 +72,7 @@ fn infer(norm: &BatchNorm, x: Tensor<4>, relu: bool) -> Tensor<4> {
         .iter()
         .map(|v| 1.0 / (v + norm.epsilon as f32).sqrt())
         .collect();
-    let (scale, shift) = scale_shift(&gamma, &beta, &mean, &inv_std);
-    let x = contiguous(&x.try_into_primitive::<Flex>().expect("routed as flex"));
-    let y = kernels::affine(f32s(&x), &scale, &shift, relu, &l);
-    Tensor::from_primitive::<Flex>(flex_tensor(y, dims(&l, &x)))
+    scale_shift(&gamma, &beta, &mean, &inv_std)
 }
 
 fn dims(l: &Layout, x: &FlexTensor) -> [usize; 4] {

@@ -282,8 +282,8 @@ where
     }
 }
 
-/// `y = conv(x, w) + b` for a dense (`groups == 1`) convolution.
-pub fn dense_forward(x: &[f32], w: &[f32], bias: Option<&[f32]>, g: &Geometry) -> Vec<f32> {
+/// `y = epilogue(conv(x, w))` for a dense (`groups == 1`) convolution.
+pub fn dense_forward(x: &[f32], w: &[f32], post: &Epilogue, g: &Geometry) -> Vec<f32> {
     let (k, l) = (g.patch_len(), g.out_plane());
     let image_len = g.in_channels * g.in_plane();
     let mut y = vec![0.0; g.output_len()];
@@ -308,16 +308,41 @@ pub fn dense_forward(x: &[f32], w: &[f32], bias: Option<&[f32]>, g: &Geometry) -
                 false,
                 parallelism,
             );
-            add_bias(out, bias, l);
+            post.apply(out, l);
         },
     );
     y
 }
 
-fn add_bias(out: &mut [f32], bias: Option<&[f32]>, plane: usize) {
-    if let Some(bias) = bias {
-        for (map, b) in out.chunks_exact_mut(plane).zip(bias) {
-            map.iter_mut().for_each(|v| *v += b);
+/// What is applied to each output map right after it is computed, while it is in cache:
+/// `y · scale[c] + shift[c]`, then ReLU. A plain convolution's bias is the shift; at inference
+/// a following batch norm folds into scale and shift, and its ReLU comes along.
+#[derive(Debug, Default)]
+pub struct Epilogue<'a> {
+    pub scale: Option<&'a [f32]>,
+    pub shift: Option<&'a [f32]>,
+    pub relu: bool,
+}
+
+impl Epilogue<'_> {
+    /// Applies the epilogue to one image's output maps (`plane` values each, channel order).
+    fn apply(&self, out: &mut [f32], plane: usize) {
+        if self.scale.is_none() && self.shift.is_none() && !self.relu {
+            return;
+        }
+        for (c, map) in out.chunks_exact_mut(plane).enumerate() {
+            self.apply_map(map, c);
+        }
+    }
+
+    /// Applies the epilogue to the output map of channel `c`.
+    fn apply_map(&self, map: &mut [f32], c: usize) {
+        let a = self.scale.map_or(1.0, |s| s[c]);
+        let b = self.shift.map_or(0.0, |s| s[c]);
+        if self.relu {
+            map.iter_mut().for_each(|v| *v = (*v * a + b).max(0.0));
+        } else {
+            map.iter_mut().for_each(|v| *v = *v * a + b);
         }
     }
 }
@@ -424,8 +449,8 @@ fn first_input(x0: usize, dx: isize, stride: usize) -> usize {
     (x0 as isize * stride as isize + dx) as usize
 }
 
-/// `y = conv(x, w) + b` for a depthwise convolution (`groups == in == out channels`).
-pub fn depthwise_forward(x: &[f32], w: &[f32], bias: Option<&[f32]>, g: &Geometry) -> Vec<f32> {
+/// `y = epilogue(conv(x, w))` for a depthwise convolution (`groups == in == out channels`).
+pub fn depthwise_forward(x: &[f32], w: &[f32], post: &Epilogue, g: &Geometry) -> Vec<f32> {
     let (plane_in, plane_out, taps) = (g.in_plane(), g.out_plane(), g.kernel_area());
     let (out_w, sx) = (g.out_size[1], g.stride[1]);
     let mut y = vec![0.0; g.output_len()];
@@ -441,9 +466,7 @@ pub fn depthwise_forward(x: &[f32], w: &[f32], bias: Option<&[f32]>, g: &Geometr
                 let out = &mut out[oy * out_w + x0..oy * out_w + x1];
                 axpy(out, weight, &image[in_row + first_input(x0, dx, sx)..], sx);
             });
-            if let Some(bias) = bias {
-                out.iter_mut().for_each(|v| *v += bias[c]);
-            }
+            post.apply_map(out, c);
         });
     y
 }

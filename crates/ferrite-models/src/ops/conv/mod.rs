@@ -9,29 +9,77 @@ mod tracked;
 
 use burn::backend::Flex;
 use burn::backend::flex::FlexTensor;
-use burn::nn::PaddingConfig2d;
 use burn::nn::conv::Conv2d;
+use burn::nn::{BatchNorm, PaddingConfig2d};
 use burn::prelude::*;
 use burn::tensor::ops::ConvOptions;
 
+use super::batch_norm;
 use super::{Route, contiguous, f32s, flex_tensor, operand, route};
-use kernels::Geometry;
+use kernels::{Epilogue, Geometry};
 
 /// Applies `conv` to `x` (`[batch, channels, height, width]`), like `Conv2d::forward`.
 pub fn forward(conv: &Conv2d, x: Tensor<4>) -> Tensor<4> {
-    let padding = match conv.padding {
-        PaddingConfig2d::Valid => [(0, 0), (0, 0)],
-        PaddingConfig2d::Explicit(top, left, bottom, right) => [(top, bottom), (left, right)],
-        // 'Same' padding depends on the input size; Burn's module works it out.
-        PaddingConfig2d::Same => return conv.forward(x),
+    // 'Same' padding depends on the input size; Burn's module works it out.
+    let Some(options) = options(conv) else {
+        return conv.forward(x);
     };
-    let options = ConvOptions::new_with_padding(conv.stride, padding, conv.dilation, conv.groups);
     conv2d(
         x,
         conv.weight.val(),
         conv.bias.as_ref().map(|b| b.val()),
         options,
     )
+}
+
+/// `norm(conv(x))`, then ReLU when `relu`. At inference on burn-flex the batch norm (running
+/// statistics) and the ReLU are applied to each output map as the convolution writes it, not
+/// in passes of their own.
+pub fn forward_normalized(conv: &Conv2d, norm: &BatchNorm, x: Tensor<4>, relu: bool) -> Tensor<4> {
+    let training = x.device().is_autodiff() && norm.training.is_enabled();
+    let fused = (!training && route(&[operand(&x), operand(&conv.weight.val())]) == Route::Flex)
+        .then(|| options(conv))
+        .flatten()
+        .and_then(|options| geometry(&x, &conv.weight.val(), &options));
+    let Some(g) = fused else {
+        return batch_norm::forward(norm, forward(conv, x), relu);
+    };
+    let (scale, mut shift) = batch_norm::inference_affine(norm);
+    if let Some(bias) = &conv.bias {
+        // norm(y + b) = y·scale + (b·scale + shift)
+        let bias = bias
+            .val()
+            .into_data()
+            .try_into_vec::<f32>()
+            .unwrap_or_default();
+        shift
+            .iter_mut()
+            .zip(&bias)
+            .zip(&scale)
+            .for_each(|((s, b), a)| *s += b * a);
+    }
+    let post = Epilogue {
+        scale: Some(&scale),
+        shift: Some(&shift),
+        relu,
+    };
+    let flex = |t: Tensor<4>| t.try_into_primitive::<Flex>().expect("routed as flex");
+    Tensor::from_primitive::<Flex>(forward_flex(&flex(x), &flex(conv.weight.val()), &post, &g))
+}
+
+/// The options `Conv2d::forward` would use, or `None` for 'same' padding.
+fn options(conv: &Conv2d) -> Option<ConvOptions<2>> {
+    let padding = match conv.padding {
+        PaddingConfig2d::Valid => [(0, 0), (0, 0)],
+        PaddingConfig2d::Explicit(top, left, bottom, right) => [(top, bottom), (left, right)],
+        PaddingConfig2d::Same => return None,
+    };
+    Some(ConvOptions::new_with_padding(
+        conv.stride,
+        padding,
+        conv.dilation,
+        conv.groups,
+    ))
 }
 
 /// `burn::tensor::module::conv2d`, through ferrite's kernels where they apply.
@@ -84,25 +132,22 @@ fn geometry(x: &Tensor<4>, weight: &Tensor<4>, options: &ConvOptions<2>) -> Opti
 /// Forward pass on plain burn-flex tensors (inference).
 fn plain(x: Tensor<4>, weight: Tensor<4>, bias: Option<Tensor<1>>, g: Geometry) -> Tensor<4> {
     let flex = |t: Tensor<4>| t.try_into_primitive::<Flex>().expect("routed as flex");
-    let bias = bias.map(|b| b.try_into_primitive::<Flex>().expect("routed as flex"));
-    let y = forward_flex(&flex(x), &flex(weight), bias.as_ref(), &g);
-    Tensor::from_primitive::<Flex>(y)
+    let bias = bias.map(|b| contiguous(&b.try_into_primitive::<Flex>().expect("routed as flex")));
+    let post = Epilogue {
+        shift: bias.as_ref().map(f32s),
+        ..Epilogue::default()
+    };
+    Tensor::from_primitive::<Flex>(forward_flex(&flex(x), &flex(weight), &post, &g))
 }
 
 /// The forward kernels on burn-flex primitives.
-fn forward_flex(
-    x: &FlexTensor,
-    w: &FlexTensor,
-    b: Option<&FlexTensor>,
-    g: &Geometry,
-) -> FlexTensor {
+fn forward_flex(x: &FlexTensor, w: &FlexTensor, post: &Epilogue, g: &Geometry) -> FlexTensor {
     let (x, w) = (contiguous(x), contiguous(w));
-    let b = b.map(contiguous);
-    let (x, w, b) = (f32s(&x), f32s(&w), b.as_ref().map(f32s));
+    let (x, w) = (f32s(&x), f32s(&w));
     let y = if g.is_depthwise() {
-        kernels::depthwise_forward(x, w, b, g)
+        kernels::depthwise_forward(x, w, post, g)
     } else {
-        kernels::dense_forward(x, w, b, g)
+        kernels::dense_forward(x, w, post, g)
     };
     flex_tensor(y, [g.batch, g.out_channels, g.out_size[0], g.out_size[1]])
 }

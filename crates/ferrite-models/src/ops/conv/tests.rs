@@ -159,3 +159,30 @@ fn plain_forward_matches_burn() {
     ours.into_data()
         .assert_approx_eq::<f32>(&burns.into_data(), Default::default());
 }
+
+#[test]
+fn conv_batch_norm_relu_at_inference_matches_burn() {
+    use burn::module::{Param, RunningState};
+    use burn::nn::conv::Conv2dConfig;
+    use burn::nn::{BatchNormConfig, PaddingConfig2d};
+    use burn::tensor::activation::relu;
+
+    let device = Device::flex();
+    let conv = Conv2dConfig::new([3, 5], [3, 3])
+        .with_stride([2, 2])
+        .with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1))
+        .init(&device);
+    let mut norm = BatchNormConfig::new(5).init(&device);
+    norm.gamma = Param::from_tensor(tensor([5], 5, &device).add_scalar(1.5));
+    norm.beta = Param::from_tensor(tensor([5], 6, &device));
+    norm.running_mean = RunningState::new(tensor([5], 7, &device));
+    norm.running_var = RunningState::new(tensor([5], 8, &device).abs().add_scalar(0.5));
+    let x = tensor([2, 3, 9, 8], 1, &device);
+    for fused_relu in [false, true] {
+        let ours = super::forward_normalized(&conv, &norm, x.clone(), fused_relu);
+        let burns = norm.forward(conv.forward(x.clone()));
+        let burns = if fused_relu { relu(burns) } else { burns };
+        let what = format!("conv + bn, relu {fused_relu}");
+        assert_close(&ours.into_data(), &burns.into_data(), 1e-5, &what);
+    }
+}

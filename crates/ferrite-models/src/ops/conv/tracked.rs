@@ -11,7 +11,7 @@ use burn::backend::flex::FlexTensor;
 use burn::prelude::*;
 
 use super::forward_flex;
-use super::kernels::{self, Geometry};
+use super::kernels::{self, Epilogue, Geometry};
 use crate::ops::{contiguous, f32s, flex_tensor};
 
 type Tracked = Autodiff<Flex>;
@@ -80,14 +80,12 @@ pub(super) fn conv2d(
         b.try_into_primitive::<Tracked>()
             .expect("routed as tracked flex")
     });
-    let forward = || {
-        forward_flex(
-            x.primitive(),
-            w.primitive(),
-            b.as_ref().map(|b| b.primitive()),
-            &g,
-        )
+    let bias = b.as_ref().map(|b| contiguous(b.primitive()));
+    let post = Epilogue {
+        shift: bias.as_ref().map(f32s),
+        ..Epilogue::default()
     };
+    let forward = || forward_flex(x.primitive(), w.primitive(), &post, &g);
 
     // One arm per parent count: the op's arity is part of its type.
     let y = match &b {

@@ -4,9 +4,11 @@
 //! Why: on burn-flex 0.22.1 a training step spent most of its time outside the useful
 //! arithmetic (`docs/performance.md`): the convolution weight gradient ran as a convolution
 //! with the output gradient as kernel after single-threaded layout copies (5.8× slower than
-//! PyTorch's), and batch norm ran as a dozen element-wise passes with transposing copies. Here
-//! each is one differentiable op of Burn's autodiff ([`conv`], [`batch_norm`]) whose forward and
-//! backward are a few passes over plain `f32` slices.
+//! PyTorch's), batch norm ran as a dozen element-wise passes with transposing copies, and
+//! dropout drew its mask on one thread. Here each of [`conv`], [`batch_norm`], [`max_pool`]
+//! is one differentiable op of Burn's autodiff whose forward and backward are a few parallel
+//! passes over plain `f32` slices, and [`dropout`] multiplies by a mask filled in parallel.
+//! `docs/performance.md` has the measurements (`bench/kernels.sh`: 1.6–3.2× Burn's ops).
 //!
 //! Set `FERRITE_KERNELS=burn` to use Burn's ops everywhere, for A/B benchmarks.
 

@@ -5,9 +5,10 @@ use burn::backend::Flex;
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::NoCheckpointing;
 use burn::backend::autodiff::grads::Gradients;
-use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
+use burn::backend::autodiff::ops::{Backward, ComputePropertyDone, Ops, OpsKind, OpsPrep};
 use burn::backend::autodiff::{Autodiff, NodeId};
 use burn::backend::flex::FlexTensor;
+use burn::backend::tensor::FloatTensor;
 use burn::prelude::*;
 
 use super::forward_flex;
@@ -16,13 +17,15 @@ use crate::ops::{contiguous, f32s, flex_tensor};
 
 type Tracked = Autodiff<Flex>;
 
+/// The recorded input and weight, and the shapes.
+type State = (NodeId, NodeId, Geometry);
+
 /// Gradients of `conv(x, w) + b` with respect to its 2 (no bias) or 3 parents.
 #[derive(Debug)]
 struct ConvBackward;
 
 impl<const N: usize> Backward<Flex, N> for ConvBackward {
-    /// The recorded input and weight, and the shapes.
-    type State = (NodeId, NodeId, Geometry);
+    type State = State;
 
     fn backward(
         self,
@@ -87,30 +90,34 @@ pub(super) fn conv2d(
     };
     let forward = || forward_flex(x.primitive(), w.primitive(), &post, &g);
 
-    // One arm per parent count: the op's arity is part of its type.
+    // The op's arity (2 or 3 parents) is part of its type, hence two `prepare`s.
     let y = match &b {
-        Some(b) => match ConvBackward
-            .prepare::<NoCheckpointing>([x.node(), w.node(), b.node()])
-            .compute_bound()
-            .stateful()
-        {
-            OpsKind::Tracked(mut prep) => {
-                let state = (prep.checkpoint(&x), prep.checkpoint(&w), g);
-                prep.finish(state, forward())
-            }
-            OpsKind::UnTracked(prep) => prep.finish(forward()),
-        },
-        None => match ConvBackward
-            .prepare::<NoCheckpointing>([x.node(), w.node()])
-            .compute_bound()
-            .stateful()
-        {
-            OpsKind::Tracked(mut prep) => {
-                let state = (prep.checkpoint(&x), prep.checkpoint(&w), g);
-                prep.finish(state, forward())
-            }
-            OpsKind::UnTracked(prep) => prep.finish(forward()),
-        },
+        Some(b) => {
+            let prep = ConvBackward.prepare::<NoCheckpointing>([x.node(), w.node(), b.node()]);
+            track(prep.compute_bound(), &x, &w, g, forward)
+        }
+        None => {
+            let prep = ConvBackward.prepare::<NoCheckpointing>([x.node(), w.node()]);
+            track(prep.compute_bound(), &x, &w, g, forward)
+        }
     };
     Tensor::from_primitive::<Tracked>(y)
+}
+
+/// Runs the forward and, when a gradient is wanted, records the input and weight for
+/// [`ConvBackward`].
+fn track<const N: usize>(
+    prep: OpsPrep<ConvBackward, Flex, State, NoCheckpointing, N, ComputePropertyDone>,
+    x: &FloatTensor<Tracked>,
+    w: &FloatTensor<Tracked>,
+    g: Geometry,
+    forward: impl Fn() -> FlexTensor,
+) -> FloatTensor<Tracked> {
+    match prep.stateful() {
+        OpsKind::Tracked(mut prep) => {
+            let state = (prep.checkpoint(x), prep.checkpoint(w), g);
+            prep.finish(state, forward())
+        }
+        OpsKind::UnTracked(prep) => prep.finish(forward()),
+    }
 }

@@ -82,6 +82,37 @@ fn min_items(item_len: usize) -> usize {
     ((1 << 14) / item_len.max(1)).max(1)
 }
 
+/// `Σ f(v)` over `values`, in 16 independent partial sums so the loop vectorises.
+fn lane_sum(values: &[f32], f: impl Fn(f32) -> f32) -> f32 {
+    lane_sum2(values, values, |v, _| f(v))
+}
+
+/// `Σ f(a[i], b[i])` over slices of equal length, in 16 independent partial sums so the loop
+/// vectorises (an `f32` sum in order cannot be reordered by the compiler).
+fn lane_sum2(a: &[f32], b: &[f32], f: impl Fn(f32, f32) -> f32) -> f32 {
+    const LANES: usize = 16;
+    debug_assert_eq!(a.len(), b.len());
+    let mut acc = [0.0f32; LANES];
+    let (a16, b16) = (a.chunks_exact(LANES), b.chunks_exact(LANES));
+    let tail: f32 = a16
+        .remainder()
+        .iter()
+        .zip(b16.remainder())
+        .map(|(&p, &q)| f(p, q))
+        .sum();
+    for (ca, cb) in a16.zip(b16) {
+        for i in 0..LANES {
+            acc[i] += f(ca[i], cb[i]);
+        }
+    }
+    acc.iter().sum::<f32>() + tail
+}
+
+/// A small tensor's values on the host (statistics, parameters), as `f32`.
+fn host_f32(t: Tensor<1>) -> Vec<f32> {
+    t.into_data().try_into_vec::<f32>().expect("f32 values")
+}
+
 fn operand<const D: usize>(t: &Tensor<D>) -> (Device, DType) {
     (t.device(), t.dtype())
 }

@@ -4,7 +4,7 @@
 
 use rayon::prelude::*;
 
-use crate::ops::min_items;
+use crate::ops::{lane_sum, lane_sum2, min_items};
 
 /// `[batch, channels, plane]` view of an NCHW tensor (`plane` = height × width).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -49,30 +49,6 @@ pub fn channel_stats(x: &[f32], l: &Layout) -> (Vec<f32>, Vec<f32>) {
             (m, (squares / count) as f32)
         })
         .unzip()
-}
-
-/// `Σ f(v)` over `values`, in 16 independent partial sums so the loop vectorises.
-fn lane_sum(values: &[f32], f: impl Fn(f32) -> f32) -> f32 {
-    lane_sum2(values, values, |v, _| f(v))
-}
-
-/// `Σ f(a[i], b[i])`, in 16 independent partial sums so the loop vectorises.
-fn lane_sum2(a: &[f32], b: &[f32], f: impl Fn(f32, f32) -> f32) -> f32 {
-    const LANES: usize = 16;
-    let mut acc = [0.0f32; LANES];
-    let (a16, b16) = (a.chunks_exact(LANES), b.chunks_exact(LANES));
-    let tail: f32 = a16
-        .remainder()
-        .iter()
-        .zip(b16.remainder())
-        .map(|(&p, &q)| f(p, q))
-        .sum();
-    for (ca, cb) in a16.zip(b16) {
-        for i in 0..LANES {
-            acc[i] += f(ca[i], cb[i]);
-        }
-    }
-    acc.iter().sum::<f32>() + tail
 }
 
 /// `y = x · scale[c] + shift[c]`, then `max(y, 0)` when `relu`.

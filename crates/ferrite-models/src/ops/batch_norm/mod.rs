@@ -16,7 +16,7 @@ use burn::prelude::*;
 use burn::tensor::TensorData;
 use burn::tensor::activation::relu as burn_relu;
 
-use super::{Route, contiguous, f32s, flex_tensor, operand, route};
+use super::{Route, contiguous, f32s, flex_tensor, host_f32, operand, route};
 use kernels::{Layout, Saved};
 
 /// `norm(x)`, then ReLU when `relu`, exactly as `BatchNorm::forward` (batch statistics and a
@@ -47,10 +47,6 @@ fn layout(x: &Tensor<4>) -> Layout {
     }
 }
 
-fn values(t: Tensor<1>) -> Vec<f32> {
-    t.into_data().try_into_vec::<f32>().expect("f32 statistics")
-}
-
 /// Inference: `x · γ/√(σ²+ε) + (β − μ·γ/√(σ²+ε))` per channel, one pass.
 fn infer(norm: &BatchNorm, x: Tensor<4>, relu: bool) -> Tensor<4> {
     let l = layout(&x);
@@ -63,10 +59,10 @@ fn infer(norm: &BatchNorm, x: Tensor<4>, relu: bool) -> Tensor<4> {
 /// The batch norm at inference as a per-channel affine map `(scale, shift)`:
 /// `γ/√(σ²+ε)` and `β − μ·γ/√(σ²+ε)`, with the running statistics.
 pub fn inference_affine(norm: &BatchNorm) -> (Vec<f32>, Vec<f32>) {
-    let (gamma, beta) = (values(norm.gamma.val()), values(norm.beta.val()));
+    let (gamma, beta) = (host_f32(norm.gamma.val()), host_f32(norm.beta.val()));
     let (mean, var) = (
-        values(norm.running_mean.value()),
-        values(norm.running_var.value()),
+        host_f32(norm.running_mean.value()),
+        host_f32(norm.running_var.value()),
     );
     let inv_std: Vec<f32> = var
         .iter()
@@ -127,7 +123,7 @@ impl Backward<Flex, 3> for BatchNormBackward {
 fn train(norm: &BatchNorm, x: Tensor<4>, relu: bool) -> Tensor<4> {
     let l = layout(&x);
     let device = x.device();
-    let (gamma, beta) = (values(norm.gamma.val()), values(norm.beta.val()));
+    let (gamma, beta) = (host_f32(norm.gamma.val()), host_f32(norm.beta.val()));
     let tracked = |t: Tensor<1>| {
         t.try_into_primitive::<Tracked>()
             .expect("routed as tracked flex")

@@ -15,7 +15,7 @@
 use gemm::Parallelism;
 use rayon::prelude::*;
 
-use crate::ops::min_items;
+use crate::ops::{lane_sum2, min_items};
 
 /// Shapes, strides and padding of one 2-D convolution.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -537,23 +537,13 @@ fn axpy(out: &mut [f32], a: f32, x: &[f32], stride: usize) {
     }
 }
 
-/// `Σ a[i] · x[i·stride]`, with eight partial sums so the stride-1 case vectorises.
+/// `Σ a[i] · x[i·stride]`; the stride-1 case in vectorised lanes.
 fn dot(a: &[f32], x: &[f32], stride: usize) -> f32 {
-    if stride != 1 {
-        return a
-            .iter()
-            .zip(x.iter().step_by(stride))
-            .map(|(p, q)| p * q)
-            .sum();
+    if stride == 1 {
+        return lane_sum2(a, &x[..a.len()], |p, q| p * q);
     }
-    let x = &x[..a.len()];
-    let mut lanes = [0.0f32; 8];
-    let (a8, a_rest) = a.split_at(a.len() / 8 * 8);
-    let (x8, x_rest) = x.split_at(a8.len());
-    for (ca, cx) in a8.chunks_exact(8).zip(x8.chunks_exact(8)) {
-        for i in 0..8 {
-            lanes[i] += ca[i] * cx[i];
-        }
-    }
-    lanes.iter().sum::<f32>() + a_rest.iter().zip(x_rest).map(|(p, q)| p * q).sum::<f32>()
+    a.iter()
+        .zip(x.iter().step_by(stride))
+        .map(|(p, q)| p * q)
+        .sum()
 }

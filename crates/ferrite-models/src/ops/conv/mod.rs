@@ -15,7 +15,7 @@ use burn::prelude::*;
 use burn::tensor::ops::ConvOptions;
 
 use super::batch_norm;
-use super::{Route, contiguous, f32s, flex_tensor, operand, route};
+use super::{Route, contiguous, f32s, flex_tensor, host_f32, operand, route};
 use kernels::{Epilogue, Geometry};
 
 /// Applies `conv` to `x` (`[batch, channels, height, width]`), like `Conv2d::forward`.
@@ -47,11 +47,7 @@ pub fn forward_normalized(conv: &Conv2d, norm: &BatchNorm, x: Tensor<4>, relu: b
     let (scale, mut shift) = batch_norm::inference_affine(norm);
     if let Some(bias) = &conv.bias {
         // norm(y + b) = y·scale + (b·scale + shift)
-        let bias = bias
-            .val()
-            .into_data()
-            .try_into_vec::<f32>()
-            .unwrap_or_default();
+        let bias = host_f32(bias.val());
         shift
             .iter_mut()
             .zip(&bias)

@@ -10,7 +10,8 @@
 //! passes over plain `f32` slices, and [`dropout`] multiplies by a mask filled in parallel.
 //! `docs/performance.md` has the measurements (`bench/kernels.sh`: 1.6–3.2× Burn's ops).
 //!
-//! Set `FERRITE_KERNELS=burn` to use Burn's ops everywhere, for A/B benchmarks.
+//! Set `FERRITE_KERNELS=burn` to use Burn's ops everywhere, or `FERRITE_KERNELS=im2col` to
+//! keep ferrite's kernels but turn off the Winograd convolutions, for A/B benchmarks.
 
 pub mod batch_norm;
 pub mod conv;
@@ -37,9 +38,19 @@ enum Route {
     Burn,
 }
 
+/// `FERRITE_KERNELS`: `burn` for Burn's ops everywhere, `im2col` for ferrite's kernels without
+/// Winograd convolutions; anything else (or unset) for all of ferrite's kernels.
+fn kernels_setting() -> &'static str {
+    static SETTING: OnceLock<String> = OnceLock::new();
+    SETTING.get_or_init(|| std::env::var("FERRITE_KERNELS").unwrap_or_default())
+}
+
 fn burn_forced() -> bool {
-    static FORCED: OnceLock<bool> = OnceLock::new();
-    *FORCED.get_or_init(|| std::env::var("FERRITE_KERNELS").is_ok_and(|v| v == "burn"))
+    kernels_setting() == "burn"
+}
+
+fn im2col_forced() -> bool {
+    kernels_setting() == "im2col"
 }
 
 fn route_of(device: &Device, dtype: DType) -> Route {

@@ -39,11 +39,11 @@ impl Geometry {
         self.groups > 1
     }
 
-    fn in_plane(&self) -> usize {
+    pub(super) fn in_plane(&self) -> usize {
         self.in_size[0] * self.in_size[1]
     }
 
-    fn out_plane(&self) -> usize {
+    pub(super) fn out_plane(&self) -> usize {
         self.out_size[0] * self.out_size[1]
     }
 
@@ -97,7 +97,7 @@ impl Geometry {
 
 /// A row-major or transposed view of a matrix inside a slice.
 #[derive(Clone, Copy)]
-struct Mat<'a> {
+pub(super) struct Mat<'a> {
     data: &'a [f32],
     rows: usize,
     cols: usize,
@@ -106,7 +106,7 @@ struct Mat<'a> {
 }
 
 impl<'a> Mat<'a> {
-    fn rows(data: &'a [f32], rows: usize, cols: usize) -> Self {
+    pub(super) fn rows(data: &'a [f32], rows: usize, cols: usize) -> Self {
         Self {
             data,
             rows,
@@ -116,7 +116,7 @@ impl<'a> Mat<'a> {
         }
     }
 
-    fn t(self) -> Self {
+    pub(super) fn t(self) -> Self {
         Self {
             rows: self.cols,
             cols: self.rows,
@@ -135,7 +135,13 @@ impl<'a> Mat<'a> {
 }
 
 /// `dst (row-major, a.rows × b.cols) = a · b`, or `+= a · b` when `accumulate`.
-fn gemm_into(dst: &mut [f32], a: Mat, b: Mat, accumulate: bool, parallelism: Parallelism) {
+pub(super) fn gemm_into(
+    dst: &mut [f32],
+    a: Mat,
+    b: Mat,
+    accumulate: bool,
+    parallelism: Parallelism,
+) {
     let (m, k, n) = (a.rows, a.cols, b.cols);
     assert!(
         b.rows == k && dst.len() == m * n && a.fits() && b.fits(),
@@ -175,7 +181,7 @@ const PARALLEL_MACS: usize = 1 << 22;
 /// How to spread `items` independent pieces of work (`macs` multiply-adds in all) over the
 /// threads: in parallel, one single-threaded product each; or one after another with
 /// multithreaded products; or, when small, one after another on one thread.
-fn plan(items: usize, macs: usize) -> (bool, Parallelism) {
+pub(super) fn plan(items: usize, macs: usize) -> (bool, Parallelism) {
     let threads = rayon::current_num_threads();
     if items >= threads {
         (true, Parallelism::None)
@@ -264,8 +270,13 @@ fn col2im(cols: &[f32], g: &Geometry, image: &mut [f32]) {
 /// Runs `work(image_index, output_chunk, scratch, parallelism)` for every image, in parallel
 /// when the batch is large enough; `scratch` is a per-thread buffer of `scratch_len`; `macs`
 /// is the work in all (see [`plan`]).
-fn per_image<F>(output: &mut [f32], chunk: usize, scratch_len: usize, macs: usize, work: F)
-where
+pub(super) fn per_image<F>(
+    output: &mut [f32],
+    chunk: usize,
+    scratch_len: usize,
+    macs: usize,
+    work: F,
+) where
     F: Fn(usize, &mut [f32], &mut Vec<f32>, Parallelism) + Sync,
 {
     let (parallel, parallelism) = plan(output.len() / chunk.max(1), macs);
@@ -336,7 +347,7 @@ impl Epilogue<'_> {
     }
 
     /// Applies the epilogue to the output map of channel `c`.
-    fn apply_map(&self, map: &mut [f32], c: usize) {
+    pub(super) fn apply_map(&self, map: &mut [f32], c: usize) {
         let a = self.scale.map_or(1.0, |s| s[c]);
         let b = self.shift.map_or(0.0, |s| s[c]);
         if self.relu {
@@ -401,16 +412,24 @@ pub fn dense_weight_grad(x: &[f32], dy: &[f32], g: &Geometry) -> Vec<f32> {
         }
         dw
     };
-    (0..parts)
-        .into_par_iter()
-        .map(partial)
-        .reduce_with(sum_into)
-        .unwrap_or_default()
+    sum_parts((0..parts).into_par_iter().map(partial).collect())
 }
 
-fn sum_into(mut a: Vec<f32>, b: Vec<f32>) -> Vec<f32> {
-    a.iter_mut().zip(&b).for_each(|(x, y)| *x += y);
-    a
+/// The element-wise sum of per-thread partial results, in parallel over the elements.
+pub(super) fn sum_parts(mut parts: Vec<Vec<f32>>) -> Vec<f32> {
+    let Some(mut total) = parts.pop() else {
+        return Vec::new();
+    };
+    total
+        .par_chunks_mut(1 << 14)
+        .enumerate()
+        .for_each(|(i, chunk)| {
+            for part in &parts {
+                let part = &part[i << 14..];
+                chunk.iter_mut().zip(part).for_each(|(x, y)| *x += y);
+            }
+        });
+    total
 }
 
 /// `dL/db`: the output gradient summed over images and positions, per output channel.

@@ -1,11 +1,13 @@
-//! Convolution: im2col + one matrix product per image for dense convolutions, direct row
-//! loops for depthwise ones ([`kernels`]), one autodiff op for training ([`tracked`]).
+//! Convolution: Winograd F(2×2, 3×3) for dense 3×3 stride-1 convolutions ([`winograd`]),
+//! im2col + one matrix product per image for the other dense ones, direct row loops for
+//! depthwise ones ([`kernels`]), one autodiff op for training ([`tracked`]).
 //!
 //! Covered: `f32`, `groups == 1` (any kernel, stride, padding, dilation) and depthwise
 //! (`groups == in == out channels`); everything else runs Burn's `conv2d`.
 
 mod kernels;
 mod tracked;
+mod winograd;
 
 use burn::backend::Flex;
 use burn::backend::flex::FlexTensor;
@@ -142,6 +144,8 @@ fn forward_flex(x: &FlexTensor, w: &FlexTensor, post: &Epilogue, g: &Geometry) -
     let (x, w) = (f32s(&x), f32s(&w));
     let y = if g.is_depthwise() {
         kernels::depthwise_forward(x, w, post, g)
+    } else if winograd::applies(g) {
+        winograd::forward(x, w, post, g)
     } else {
         kernels::dense_forward(x, w, post, g)
     };

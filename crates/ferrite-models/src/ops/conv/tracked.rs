@@ -13,6 +13,7 @@ use burn::prelude::*;
 
 use super::forward_flex;
 use super::kernels::{self, Epilogue, Geometry};
+use super::winograd;
 use crate::ops::{contiguous, f32s, flex_tensor};
 
 type Tracked = Autodiff<Flex>;
@@ -43,6 +44,8 @@ impl<const N: usize> Backward<Flex, N> for ConvBackward {
         if let Some(node) = x_node {
             let dx = if g.is_depthwise() {
                 kernels::depthwise_input_grad(w, dy, &g)
+            } else if winograd::applies(&g) {
+                winograd::input_grad(w, dy, &g)
             } else {
                 kernels::dense_input_grad(w, dy, &g)
             };
@@ -52,6 +55,8 @@ impl<const N: usize> Backward<Flex, N> for ConvBackward {
         if let Some(node) = w_node {
             let (dw, per_group) = if g.is_depthwise() {
                 (kernels::depthwise_weight_grad(x, dy, &g), 1)
+            } else if winograd::applies(&g) {
+                (winograd::weight_grad(x, dy, &g), g.in_channels)
             } else {
                 (kernels::dense_weight_grad(x, dy, &g), g.in_channels)
             };

@@ -1,0 +1,80 @@
+//! Milliseconds per convolution layer of VGG and DeXpression at batch 64 (48×48 input), as a
+//! training step runs them: forward on the autodiff device, then both gradients. Compare the
+//! kernels with `FERRITE_KERNELS=im2col` (no Winograd) or `burn`.
+//!
+//!   conv_layers [REPS] [LAYER-SUBSTRING]
+
+use std::time::Instant;
+
+use burn::prelude::*;
+use burn::tensor::Distribution;
+use burn::tensor::ops::ConvOptions;
+use ferrite_models::ops::conv::conv2d;
+
+#[global_allocator]
+static ALLOCATOR: ferrite_train::allocator::Allocator = ferrite_train::allocator::Allocator;
+
+/// (name, input channels, output channels, side, kernel, stride, padding)
+const LAYERS: [(&str, usize, usize, usize, usize, usize, usize); 10] = [
+    ("vgg 1→64 48²", 1, 64, 48, 3, 1, 1),
+    ("vgg 64→64 48²", 64, 64, 48, 3, 1, 1),
+    ("vgg 64→128 24²", 64, 128, 24, 3, 1, 1),
+    ("vgg 128→128 24²", 128, 128, 24, 3, 1, 1),
+    ("vgg 128→256 12²", 128, 256, 12, 3, 1, 1),
+    ("vgg 256→256 12²", 256, 256, 12, 3, 1, 1),
+    ("vgg 256→512 6²", 256, 512, 6, 3, 1, 1),
+    ("vgg 512→512 6²", 512, 512, 6, 3, 1, 1),
+    ("dex featex1 96→208 12²", 96, 208, 12, 3, 1, 1),
+    ("dex featex2 96→208 6²", 96, 208, 6, 3, 1, 1),
+];
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+fn main() {
+    ferrite_train::allocator::keep_freed_memory();
+    let reps: usize = std::env::args()
+        .nth(1)
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(5);
+    let filter = std::env::args().nth(2).unwrap_or_default();
+    let device = Device::flex().autodiff();
+    let batch = 64;
+    println!("| layer | forward ms | fwd+bwd ms | GMAC/s (fwd+bwd, direct count) |");
+    println!("|---|---|---|---|");
+    let mut total = 0.0;
+    for (name, cin, cout, side, k, stride, pad) in LAYERS {
+        if !name.contains(&filter) {
+            continue;
+        }
+        let x = Tensor::<4>::random([batch, cin, side, side], Distribution::Default, &device)
+            .require_grad();
+        let w =
+            Tensor::<4>::random([cout, cin, k, k], Distribution::Default, &device).require_grad();
+        let options = ConvOptions::new([stride, stride], [pad, pad], [1, 1], 1);
+        let run = |backward: bool| {
+            let start = Instant::now();
+            let y = conv2d(x.clone(), w.clone(), None, options.clone());
+            if backward {
+                let grads = y.sum().backward();
+                drop(grads);
+            } else {
+                let _ = y.into_data();
+            }
+            start.elapsed().as_secs_f64() * 1e3
+        };
+        run(true);
+        let forward = median((0..reps).map(|_| run(false)).collect());
+        let both = median((0..reps).map(|_| run(true)).collect());
+        let out = (side + 2 * pad - k) / stride + 1;
+        let macs = (batch * cout * out * out * cin * k * k) as f64;
+        total += both;
+        println!(
+            "| {name} | {forward:.1} | {both:.1} | {:.0} |",
+            3.0 * macs / both / 1e6
+        );
+    }
+    println!("| all | | {total:.1} | |");
+}

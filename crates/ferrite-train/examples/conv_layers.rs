@@ -1,4 +1,4 @@
-//! Milliseconds per convolution layer of VGG and DeXpression at batch 64 (48×48 input), as a
+//! Milliseconds per convolution layer of seed-cnn, VGG and DeXpression at batch 64 (48×48 input), as a
 //! training step runs them: forward on the autodiff device, then both gradients. Compare the
 //! kernels with `FERRITE_KERNELS=im2col` (no Winograd) or `burn`.
 //!
@@ -15,7 +15,10 @@ use ferrite_models::ops::conv::conv2d;
 static ALLOCATOR: ferrite_train::allocator::Allocator = ferrite_train::allocator::Allocator;
 
 /// (name, input channels, output channels, side, kernel, stride, padding)
-const LAYERS: [(&str, usize, usize, usize, usize, usize, usize); 10] = [
+const LAYERS: [(&str, usize, usize, usize, usize, usize, usize); 13] = [
+    ("seed 16→32 24²", 16, 32, 24, 3, 1, 1),
+    ("seed 32→64 12²", 32, 64, 12, 3, 1, 1),
+    ("wide 32→32 48²", 32, 32, 48, 3, 1, 1),
     ("vgg 1→64 48²", 1, 64, 48, 3, 1, 1),
     ("vgg 64→64 48²", 64, 64, 48, 3, 1, 1),
     ("vgg 64→128 24²", 64, 128, 24, 3, 1, 1),

@@ -16,6 +16,8 @@
 //! transpose carries the gradient back), computed in the same transformed space. Tiles hanging
 //! over the output's edge read zeros and write nothing outside it.
 
+use std::ops::Range;
+
 use rayon::prelude::*;
 
 use super::kernels::{Epilogue, Geometry, Mat, gemm_into, per_image, plan, sum_parts};
@@ -23,42 +25,75 @@ use super::kernels::{Epilogue, Geometry, Mat, gemm_into, per_image, plan, sum_pa
 /// Transformed positions per tile: a 4×4 input tile.
 const XI: usize = 16;
 
-/// Fewer channels than this on either side and the 16 thin products lose to one im2col product.
-const MIN_CHANNELS: usize = 16;
+/// The tile columns of one round of 16 matrix products: at least enough that packing the
+/// transformed filters pays off; for few channels, as many as keep the round's transformed
+/// tiles (`16 · (in + out)` values each) within 4 MiB. Measured on VGG's 64→64 layer at 48²:
+/// rounds of 1 MiB (small products) and of several whole images (16 MiB) were both slower.
+const MIN_COLUMNS: usize = 128;
+const CACHE_VALUES: usize = 1 << 20;
 
-/// Tile columns one matrix product should get: enough that packing the transformed filter
-/// pays off, few enough that a group's transformed tiles stay in the larger caches.
-const TARGET_COLUMNS: usize = 256;
-
-/// Whether the Winograd kernels run this convolution.
+/// Whether the Winograd kernels run this convolution: one they cover, with enough channels
+/// that the 16 products outweigh the transforms.
 pub fn applies(g: &Geometry) -> bool {
-    !g.is_depthwise()
-        && g.kernel == [3, 3]
-        && g.stride == [1, 1]
-        && g.dilation == [1, 1]
-        && g.in_channels >= MIN_CHANNELS
-        && g.out_channels >= MIN_CHANNELS
-        && !crate::ops::im2col_forced()
+    covers(g) && pays_off(g) && !crate::ops::im2col_forced()
 }
 
-/// The 2×2 output tiles of one image, and how images are grouped into matrix products.
+/// Dense 3×3, stride 1, no dilation (any padding).
+fn covers(g: &Geometry) -> bool {
+    !g.is_depthwise() && g.kernel == [3, 3] && g.stride == [1, 1] && g.dilation == [1, 1]
+}
+
+/// The transforms cost about `in + out` per tile and channel pair, the products `in · out`; so
+/// the measure is `in·out / (in + out)`. Measured per layer (`conv_layers` example, batch 64):
+/// 64→64 at 48² (32) and 96→208 at 12² (65) gain, 32→64 at 12² (21) and 32→32 at 48² (16)
+/// lose; on maps under 8 wide the short rows cost more, and 96→208 at 6² (65) loses while
+/// 256→512 at 6² (170) gains.
+fn pays_off(g: &Geometry) -> bool {
+    let (c, k) = (g.in_channels, g.out_channels);
+    let needed = if g.out_size[1] < 8 { 128 } else { 32 };
+    c * k >= needed * (c + k)
+}
+
+/// The 2×2 output tiles of one image, and how they are cut into rounds of matrix products:
+/// several whole images per round when images are small, bands of tile rows of one image
+/// when they are large.
 #[derive(Debug, Clone, Copy)]
 struct Tiling {
     rows: usize,
     cols: usize,
-    /// Images per group (the last group may have fewer).
+    /// Images per group, the unit of parallel work (the last group may have fewer).
     images: usize,
     groups: usize,
+    /// Tile rows per band (all of them when a group holds several images).
+    band_rows: usize,
+}
+
+/// One round: tile rows `rows` of images `first..first + images`.
+struct Band {
+    first: usize,
+    images: usize,
+    rows: Range<usize>,
 }
 
 impl Tiling {
     fn new(g: &Geometry) -> Self {
         let rows = g.out_size[0].div_ceil(2);
         let cols = g.out_size[1].div_ceil(2);
+        let per_image = rows * cols;
+        let target = (CACHE_VALUES / (XI * (g.in_channels + g.out_channels))).max(MIN_COLUMNS);
+        if per_image >= target {
+            return Self {
+                rows,
+                cols,
+                images: 1,
+                groups: g.batch,
+                band_rows: (target / cols).max(1),
+            };
+        }
+        // Enough groups to fill the threads, each near `target` columns.
         let threads = rayon::current_num_threads();
-        // Enough groups to fill the threads and keep each product near TARGET_COLUMNS wide.
-        let wanted = (g.batch * rows * cols)
-            .div_ceil(TARGET_COLUMNS)
+        let wanted = (g.batch * per_image)
+            .div_ceil(target)
             .next_multiple_of(threads)
             .clamp(1, g.batch.max(1));
         let images = g.batch.div_ceil(wanted).max(1);
@@ -67,21 +102,41 @@ impl Tiling {
             cols,
             images,
             groups: g.batch.div_ceil(images),
+            band_rows: rows,
         }
     }
 
-    fn per_image(&self) -> usize {
-        self.rows * self.cols
+    /// The widest round's tile columns.
+    fn columns(&self) -> usize {
+        self.images * self.band_rows * self.cols
     }
 
-    /// The widest group's tile columns.
-    fn columns(&self) -> usize {
-        self.images * self.per_image()
+    /// The rounds of group `group`.
+    fn bands(&self, group: usize, batch: usize) -> impl Iterator<Item = Band> {
+        let first = group * self.images;
+        let images = self.images.min(batch - first);
+        let (rows, step) = (self.rows, self.band_rows);
+        (0..rows).step_by(step).map(move |r| Band {
+            first,
+            images,
+            rows: r..(r + step).min(rows),
+        })
     }
 
     /// Multiply-adds of one pass's matrix products over the whole batch.
     fn macs(&self, g: &Geometry) -> usize {
-        XI * g.in_channels * g.out_channels * self.per_image() * g.batch
+        XI * g.in_channels * g.out_channels * self.rows * self.cols * g.batch
+    }
+}
+
+impl Band {
+    /// Tile columns of one image in this band.
+    fn per_image(&self, tiles: &Tiling) -> usize {
+        self.rows.len() * tiles.cols
+    }
+
+    fn columns(&self, tiles: &Tiling) -> usize {
+        self.images * self.per_image(tiles)
     }
 }
 
@@ -150,48 +205,91 @@ impl<T> Spread<T> {
     }
 }
 
-/// The row buffers of the plane transforms, allocated once per group rather than per plane.
+impl Spread<&mut [f32]> {
+    /// The runs `[at, at + len)` of positions `xi, xi + 1, …`, one after another.
+    fn rows(&mut self, xi: usize, at: usize, len: usize) -> Runs<'_> {
+        let start = xi * self.xi_stride + at;
+        Runs {
+            rest: &mut self.data[start..],
+            stride: self.xi_stride,
+            len,
+        }
+    }
+}
+
+/// Successive runs of `len` values, `stride` apart, of a mutable slice.
+struct Runs<'a> {
+    rest: &'a mut [f32],
+    stride: usize,
+    len: usize,
+}
+
+impl Runs<'_> {
+    fn next(&mut self) -> &mut [f32] {
+        let rest = std::mem::take(&mut self.rest);
+        let skip = self.stride.min(rest.len());
+        let (run, after) = rest.split_at_mut(skip);
+        self.rest = after;
+        &mut run[..self.len]
+    }
+}
+
+/// The buffers of the plane transforms, allocated once per group rather than per plane.
 struct PlaneBuffers {
-    rows: [Vec<f32>; 4],
-    even: Vec<f32>,
-    odd: Vec<f32>,
-    vertical: [Vec<f32>; 4],
+    /// One plane with its zero border, `(2·rows + 2) × (2·cols + 2)`.
     padded: Vec<f32>,
+    /// Four rows of `2·cols + 2`.
+    rows: [Vec<f32>; 4],
+    /// Even and odd columns of up to four rows, `cols + 1` each.
+    halves: [Vec<f32>; 8],
+    /// Sixteen rows of `cols`.
     h: Vec<f32>,
     z: Vec<f32>,
-    r: Vec<f32>,
-    line: Vec<f32>,
 }
 
 impl PlaneBuffers {
     fn new(tiles: &Tiling) -> Self {
-        let (rows, cols) = (tiles.rows, tiles.cols);
-        let width = 2 * cols + 2;
+        let width = 2 * tiles.cols + 2;
         let zeros = |n: usize| vec![0.0f32; n];
         Self {
+            padded: zeros((2 * tiles.rows + 2) * width),
             rows: [(); 4].map(|_| zeros(width)),
-            even: zeros(cols + 1),
-            odd: zeros(cols + 1),
-            vertical: [(); 4].map(|_| zeros(2 * cols)),
-            padded: zeros((2 * rows + 2) * width),
-            h: zeros(16 * cols),
-            z: zeros(4 * cols),
-            r: zeros(8 * cols),
-            line: zeros(2 * cols),
+            halves: [(); 8].map(|_| zeros(tiles.cols + 1)),
+            h: zeros(16 * tiles.cols),
+            z: zeros(4 * tiles.cols),
         }
+    }
+}
+
+/// The `len` values of row `y` of a `width`-wide map when it has one, else zeros, split into
+/// even and odd columns (`even`, `odd` hold at least `len.div_ceil(2)`).
+fn split_row(map: &[f32], y: Option<usize>, width: usize, even: &mut [f32], odd: &mut [f32]) {
+    even.fill(0.0);
+    odd.fill(0.0);
+    let Some(y) = y else { return };
+    let row = &map[y * width..(y + 1) * width];
+    let pairs = row.chunks_exact(2);
+    if let [last] = pairs.remainder() {
+        even[width / 2] = *last;
+    }
+    for ((pair, e), o) in pairs.zip(even.iter_mut()).zip(odd.iter_mut()) {
+        *e = pair[0];
+        *o = pair[1];
     }
 }
 
 /// `V = Bᵀ·d·B` for every 4×4 tile `d` of one input plane (zeros outside it), with
 /// Bᵀ = [[1, 0, −1, 0], [0, 1, 1, 0], [0, −1, 1, 0], [0, 1, 0, −1]].
 ///
-/// A tile row at a time: Bᵀ down the four input rows as whole-row passes, then each row split
-/// into its even and odd columns so that Bᵀ along the row is contiguous passes over the tiles.
+/// The plane is copied once into its zero border; then, a tile row at a time, Bᵀ runs down the
+/// four rows as whole-row passes, and each result is split into its even and odd columns so
+/// that Bᵀ along the row is four contiguous passes over the tiles.
 fn input_transform(
     plane: &[f32],
     g: &Geometry,
     tiles: &Tiling,
-    v: Spread<&mut [f32]>,
+    band: Range<usize>,
+    mut v: Spread<&mut [f32]>,
     buf: &mut PlaneBuffers,
 ) {
     let [in_h, in_w] = g.in_size;
@@ -199,85 +297,81 @@ fn input_transform(
     let cols = tiles.cols;
     let width = 2 * cols + 2;
     let PlaneBuffers {
-        rows, even, odd, ..
+        padded,
+        rows,
+        halves,
+        ..
     } = buf;
-    let first_x = pad_x.min(width);
-    let last_x = (pad_x + in_w).min(width);
-    for ty in 0..tiles.rows {
-        for (i, row) in rows.iter_mut().enumerate() {
-            row.fill(0.0);
-            let y = (2 * ty + i) as isize - pad_y as isize;
-            if (0..in_h as isize).contains(&y) {
-                let line = &plane[y as usize * in_w..];
-                row[first_x..last_x].copy_from_slice(&line[..last_x - first_x]);
-            }
-        }
+    // The band's padded rows 2·first .. 2·end + 2, the plane's rows among them.
+    let top = 2 * band.start;
+    padded.fill(0.0);
+    for (y, line) in plane.chunks_exact(in_w).enumerate().take(in_h) {
+        let Some(row) = (y + pad_y)
+            .checked_sub(top)
+            .filter(|&r| r < 2 * band.len() + 2)
+        else {
+            continue;
+        };
+        padded[row * width + pad_x..][..in_w].copy_from_slice(line);
+    }
+    let [even, odd, ..] = halves;
+    for (local, _) in band.enumerate() {
+        let at = |i: usize| &padded[(2 * local + i) * width..][..width];
+        let (s0, s1, s2, s3) = (at(0), at(1), at(2), at(3));
         let [d0, d1, d2, d3] = rows;
         for x in 0..width {
-            let (a, b, c, d) = (d0[x], d1[x], d2[x], d3[x]);
-            d0[x] = a - c;
-            d1[x] = b + c;
-            d2[x] = c - b;
-            d3[x] = b - d;
+            d0[x] = s0[x] - s2[x];
+            d1[x] = s1[x] + s2[x];
+            d2[x] = s2[x] - s1[x];
+            d3[x] = s1[x] - s3[x];
         }
         for (i, row) in rows.iter().enumerate() {
-            deinterleave(row, even, odd);
+            split_row(row, Some(0), width, even, odd);
             // Tile tx covers columns 2tx..2tx+3: even[tx], odd[tx], even[tx+1], odd[tx+1].
             let (a, b) = (&even[..cols], &odd[..cols]);
             let (c, d) = (&even[1..], &odd[1..]);
-            let (at, s) = ((4 * i) * v.xi_stride + ty * cols, v.xi_stride);
-            zip_into(&mut v.data[at..at + cols], a, c, |a, c| a - c);
-            zip_into(&mut v.data[at + s..at + s + cols], b, c, |b, c| b + c);
-            zip_into(&mut v.data[at + 2 * s..at + 2 * s + cols], b, c, |b, c| {
-                c - b
-            });
-            zip_into(&mut v.data[at + 3 * s..at + 3 * s + cols], b, d, |b, d| {
-                b - d
-            });
+            let mut out = v.rows(4 * i, local * cols, cols);
+            zip_into(out.next(), a, c, |a, c| a - c);
+            zip_into(out.next(), b, c, |b, c| b + c);
+            zip_into(out.next(), b, c, |b, c| c - b);
+            zip_into(out.next(), b, d, |b, d| b - d);
         }
     }
 }
 
-/// `dx = Σ B·dV·Bᵀ` over the (overlapping) tiles of one input plane, the adjoint of
-/// [`input_transform`], summed on a padded copy of the plane; B·[a, b, c, d] =
-/// [a, b − c + d, −a + b + c, −d].
+/// `dx += Σ B·dV·Bᵀ` over the (overlapping) tiles of one input plane in tile rows `band`, the
+/// adjoint of [`input_transform`]; B·[a, b, c, d] = [a, b − c + d, −a + b + c, −d].
 fn input_scatter(
     dv: Spread<&[f32]>,
     g: &Geometry,
     tiles: &Tiling,
+    band: Range<usize>,
     plane: &mut [f32],
     buf: &mut PlaneBuffers,
 ) {
     let [in_h, in_w] = g.in_size;
     let [pad_y, pad_x] = g.pad;
     let cols = tiles.cols;
-    let width = 2 * cols + 2;
-    let PlaneBuffers { padded, h, z, .. } = buf;
-    padded.fill(0.0);
-    // h[i][j]: B along tile row i, contribution to tile column j, for every tile of the row.
-    for ty in 0..tiles.rows {
+    let PlaneBuffers { h, z, .. } = buf;
+    for (local, ty) in band.enumerate() {
+        // h[4i + j]: B along tile row i, contribution to tile column j, for every tile.
         for i in 0..4 {
-            let at = |j: usize| &dv.data[(4 * i + j) * dv.xi_stride + ty * cols..][..cols];
-            b_times_rows(
-                &mut h[4 * i * cols..4 * (i + 1) * cols],
-                [at(0), at(1), at(2), at(3)],
-                cols,
-            );
+            let at = |j: usize| &dv.data[(4 * i + j) * dv.xi_stride + local * cols..][..cols];
+            let out = &mut h[4 * i * cols..4 * (i + 1) * cols];
+            b_times_rows(out, [at(0), at(1), at(2), at(3)], cols);
         }
-        // B down the columns, one column position j at a time, into rows 2ty..2ty+3.
+        // B down the columns, one column position j at a time, onto input rows 2ty + i − pad.
         for j in 0..4 {
             let at = |i: usize| &h[(4 * i + j) * cols..][..cols];
             b_times_rows(z, [at(0), at(1), at(2), at(3)], cols);
-            for i in 0..4 {
-                let row = &mut padded[(2 * ty + i) * width..][..width];
-                let zi = &z[i * cols..(i + 1) * cols];
-                add_strided(&mut row[j..], zi);
+            for (i, zi) in z.chunks_exact(cols).enumerate() {
+                let Some(y) = (2 * ty + i).checked_sub(pad_y).filter(|&y| y < in_h) else {
+                    continue;
+                };
+                let line = &mut plane[y * in_w..(y + 1) * in_w];
+                add_every_other(line, j as isize - pad_x as isize, zi);
             }
         }
-    }
-    for (y, line) in plane.chunks_exact_mut(in_w).enumerate().take(in_h) {
-        let start = (y + pad_y) * width + pad_x;
-        line.copy_from_slice(&padded[start..start + in_w]);
     }
 }
 
@@ -294,9 +388,15 @@ fn b_times_rows(out: &mut [f32], [a, b, c, d]: [&[f32]; 4], n: usize) {
     }
 }
 
-/// `row[2·t] += values[t]`.
-fn add_strided(row: &mut [f32], values: &[f32]) {
-    for (p, v) in row.iter_mut().step_by(2).zip(values) {
+/// `line[2·t + offset] += values[t]` wherever that lies inside `line`.
+fn add_every_other(line: &mut [f32], offset: isize, values: &[f32]) {
+    // The first t with 2·t + offset ≥ 0.
+    let first = (1 - offset).max(0) as usize / 2;
+    let start = (2 * first as isize + offset) as usize;
+    if start >= line.len() || first >= values.len() {
+        return;
+    }
+    for (p, v) in line[start..].iter_mut().step_by(2).zip(&values[first..]) {
         *p += v;
     }
 }
@@ -308,58 +408,57 @@ fn zip_into(out: &mut [f32], a: &[f32], b: &[f32], f: impl Fn(f32, f32) -> f32) 
     }
 }
 
-/// Splits `row` into its even and odd entries.
-fn deinterleave(row: &[f32], even: &mut [f32], odd: &mut [f32]) {
-    for ((pair, e), o) in row.chunks_exact(2).zip(even.iter_mut()).zip(odd.iter_mut()) {
-        *e = pair[0];
-        *o = pair[1];
-    }
-}
-
 /// `y = Aᵀ·M·A` for every tile of one output map, with Aᵀ = [[1, 1, 1, 0], [0, 1, −1, −1]]:
-/// Aᵀ along each tile row as contiguous passes over the tiles, then down the columns, the two
-/// output columns of each tile interleaved into the map's rows.
+/// Aᵀ along each tile row as contiguous passes over the tiles, then down the columns, each
+/// tile's two output columns written side by side into the map's rows.
 fn output_transform(
     m: Spread<&[f32]>,
     g: &Geometry,
     tiles: &Tiling,
+    band: Range<usize>,
     map: &mut [f32],
     buf: &mut PlaneBuffers,
 ) {
     let [out_h, out_w] = g.out_size;
     let cols = tiles.cols;
-    // r[2i + parity]: Aᵀ along tile row i, output column `parity` of every tile.
-    let PlaneBuffers { r, line, .. } = buf;
-    for ty in 0..tiles.rows {
+    // halves[2i], halves[2i + 1]: Aᵀ along tile row i, output column 0 and 1 of every tile.
+    let PlaneBuffers { halves, .. } = buf;
+    for (local, ty) in band.enumerate() {
         for i in 0..4 {
-            let at = |j: usize| &m.data[(4 * i + j) * m.xi_stride + ty * cols..][..cols];
+            let at = |j: usize| &m.data[(4 * i + j) * m.xi_stride + local * cols..][..cols];
             let (m0, m1, m2, m3) = (at(0), at(1), at(2), at(3));
-            let (even, odd) = r[2 * i * cols..][..2 * cols].split_at_mut(cols);
+            let [even, odd] = halves
+                .get_disjoint_mut([2 * i, 2 * i + 1])
+                .expect("distinct");
             for tx in 0..cols {
                 even[tx] = m0[tx] + m1[tx] + m2[tx];
                 odd[tx] = m1[tx] - m2[tx] - m3[tx];
             }
         }
+        let at = |i: usize| (&halves[2 * i][..cols], &halves[2 * i + 1][..cols]);
+        let (r0, r1, r2, r3) = (at(0), at(1), at(2), at(3));
         for dy in 0..2 {
             let y = 2 * ty + dy;
             if y >= out_h {
                 break;
             }
-            for parity in 0..2 {
-                let at = |i: usize| &r[(2 * i + parity) * cols..][..cols];
-                let (r0, r1, r2, r3) = (at(0), at(1), at(2), at(3));
-                let out = line[parity..].iter_mut().step_by(2);
+            let line = &mut map[y * out_w..(y + 1) * out_w];
+            let value = |tx: usize, parity: usize| {
+                let pick = |r: (&[f32], &[f32])| if parity == 0 { r.0[tx] } else { r.1[tx] };
                 if dy == 0 {
-                    for (tx, o) in out.enumerate() {
-                        *o = r0[tx] + r1[tx] + r2[tx];
-                    }
+                    pick(r0) + pick(r1) + pick(r2)
                 } else {
-                    for (tx, o) in out.enumerate() {
-                        *o = r1[tx] - r2[tx] - r3[tx];
-                    }
+                    pick(r1) - pick(r2) - pick(r3)
                 }
+            };
+            let mut pairs = line.chunks_exact_mut(2);
+            for (tx, pair) in pairs.by_ref().enumerate() {
+                pair[0] = value(tx, 0);
+                pair[1] = value(tx, 1);
             }
-            map[y * out_w..(y + 1) * out_w].copy_from_slice(&line[..out_w]);
+            if let [last] = pairs.into_remainder() {
+                *last = value(out_w / 2, 0);
+            }
         }
     }
 }
@@ -370,107 +469,77 @@ fn output_grad_transform(
     map: &[f32],
     g: &Geometry,
     tiles: &Tiling,
+    band: Range<usize>,
     yhat: Spread<&mut [f32]>,
     buf: &mut PlaneBuffers,
 ) {
     let [out_h, out_w] = g.out_size;
     let cols = tiles.cols;
-    let PlaneBuffers {
-        rows,
-        even,
-        odd,
-        vertical,
-        ..
-    } = buf;
-    for ty in 0..tiles.rows {
-        for (dy, row) in rows[..2].iter_mut().enumerate() {
-            let y = 2 * ty + dy;
-            row.fill(0.0);
-            if y < out_h {
-                row[..out_w].copy_from_slice(&map[y * out_w..(y + 1) * out_w]);
+    let PlaneBuffers { halves, .. } = buf;
+    let mut yhat = yhat;
+    // A = [[1, 0], [1, 1], [1, −1], [0, −1]]: Ŷ[4i + j] = Σ A[i][r]·A[j][q]·dy[r][q].
+    const A: [[f32; 2]; 4] = [[1.0, 0.0], [1.0, 1.0], [1.0, -1.0], [0.0, -1.0]];
+    for (local, ty) in band.enumerate() {
+        // The tile row's two map rows, split into even and odd columns: dy[r][q] per tile.
+        let [ae, ao, be, bo, ..] = halves;
+        let y = |dy: usize| Some(2 * ty + dy).filter(|&y| y < out_h);
+        split_row(map, y(0), out_w, ae, ao);
+        split_row(map, y(1), out_w, be, bo);
+        let (ae, ao, be, bo) = (&ae[..cols], &ao[..cols], &be[..cols], &bo[..cols]);
+        for i in 0..4 {
+            let mut out = yhat.rows(4 * i, local * cols, cols);
+            for a_j in A {
+                let c = [
+                    A[i][0] * a_j[0],
+                    A[i][0] * a_j[1],
+                    A[i][1] * a_j[0],
+                    A[i][1] * a_j[1],
+                ];
+                for ((((o, p), q), r), s) in out.next().iter_mut().zip(ae).zip(ao).zip(be).zip(bo) {
+                    *o = c[0] * p + c[1] * q + c[2] * r + c[3] * s;
+                }
             }
         }
-        let [a, b, ..] = &*rows;
-        let [v0, v1, v2, v3] = vertical;
-        for x in 0..2 * cols {
-            v0[x] = a[x];
-            v1[x] = a[x] + b[x];
-            v2[x] = a[x] - b[x];
-            v3[x] = -b[x];
-        }
-        for (i, row) in vertical.iter().enumerate() {
-            deinterleave(row, even, odd);
-            let at = (4 * i) * yhat.xi_stride + ty * cols;
-            let s = yhat.xi_stride;
-            let (even, odd) = (&even[..cols], &odd[..cols]);
-            zip_into(&mut yhat.data[at..at + cols], even, odd, |e, _| e);
-            zip_into(&mut yhat.data[at + s..at + s + cols], even, odd, |e, o| {
-                e + o
-            });
-            zip_into(
-                &mut yhat.data[at + 2 * s..at + 2 * s + cols],
-                even,
-                odd,
-                |e, o| e - o,
-            );
-            zip_into(
-                &mut yhat.data[at + 3 * s..at + 3 * s + cols],
-                even,
-                odd,
-                |_, o| -o,
-            );
-        }
     }
 }
 
-/// The 16 transformed-input matrices `V[ξ]` (`[in, columns]`) of images `first..first + n`.
-fn transform_inputs(
-    x: &[f32],
-    g: &Geometry,
-    tiles: &Tiling,
-    first: usize,
-    n: usize,
-    v: &mut [f32],
-) {
-    let columns = n * tiles.per_image();
+/// The 16 transformed-input matrices `V[ξ]` (`[in, columns]`) of one band.
+fn transform_inputs(x: &[f32], g: &Geometry, tiles: &Tiling, band: &Band, v: &mut [f32]) {
+    let (columns, per_image) = (band.columns(tiles), band.per_image(tiles));
     let image_len = g.in_channels * g.in_plane();
-    let images = x[first * image_len..(first + n) * image_len].chunks_exact(image_len);
+    let images = x[band.first * image_len..].chunks_exact(image_len);
     let mut buf = PlaneBuffers::new(tiles);
-    for (i, image) in images.enumerate() {
+    for (i, image) in images.take(band.images).enumerate() {
         for (c, plane) in image.chunks_exact(g.in_plane()).enumerate() {
-            let at = &mut v[c * columns + i * tiles.per_image()..];
-            input_transform(
-                plane,
-                g,
-                tiles,
-                Spread::new(at, g.in_channels * columns),
-                &mut buf,
+            let at = Spread::new(
+                &mut v[c * columns + i * per_image..],
+                g.in_channels * columns,
             );
+            input_transform(plane, g, tiles, band.rows.clone(), at, &mut buf);
         }
     }
 }
 
-/// The 16 transformed output-gradient matrices `Ŷ[ξ]` (`[out, columns]`) of images
-/// `first..first + n`.
-fn transform_output_grads(
-    dy: &[f32],
-    g: &Geometry,
-    tiles: &Tiling,
-    first: usize,
-    n: usize,
-    yhat: &mut [f32],
-) {
-    let columns = n * tiles.per_image();
+/// The 16 transformed output-gradient matrices `Ŷ[ξ]` (`[out, columns]`) of one band.
+fn transform_output_grads(dy: &[f32], g: &Geometry, tiles: &Tiling, band: &Band, yhat: &mut [f32]) {
+    let (columns, per_image) = (band.columns(tiles), band.per_image(tiles));
     let image_len = g.out_channels * g.out_plane();
-    let images = dy[first * image_len..(first + n) * image_len].chunks_exact(image_len);
+    let images = dy[band.first * image_len..].chunks_exact(image_len);
     let mut buf = PlaneBuffers::new(tiles);
-    for (i, image) in images.enumerate() {
+    for (i, image) in images.take(band.images).enumerate() {
         for (k, map) in image.chunks_exact(g.out_plane()).enumerate() {
-            let at = &mut yhat[k * columns + i * tiles.per_image()..];
-            let spread = Spread::new(at, g.out_channels * columns);
-            output_grad_transform(map, g, tiles, spread, &mut buf);
+            let at = Spread::new(
+                &mut yhat[k * columns + i * per_image..],
+                g.out_channels * columns,
+            );
+            output_grad_transform(map, g, tiles, band.rows.clone(), at, &mut buf);
         }
     }
+}
+
+/// Plane `xi` of 16 stacked `[rows, cols]` matrices.
+fn plane(data: &[f32], xi: usize, rows: usize, cols: usize) -> Mat<'_> {
+    Mat::rows(&data[xi * rows * cols..(xi + 1) * rows * cols], rows, cols)
 }
 
 /// `y = epilogue(conv(x, w))`.
@@ -482,35 +551,34 @@ pub fn forward(x: &[f32], w: &[f32], post: &Epilogue, g: &Geometry) -> Vec<f32> 
     let mut y = vec![0.0; g.output_len()];
     let chunk = tiles.images * image_out;
     let scratch = XI * (c + k) * tiles.columns();
-    per_image(
-        &mut y,
-        chunk,
-        scratch,
-        tiles.macs(g),
-        |group, out, scratch, parallelism| {
-            let n = out.len() / image_out;
-            let p = n * tiles.per_image();
+    let work = |group, out: &mut [f32], scratch: &mut Vec<f32>, parallelism| {
+        let mut buf = PlaneBuffers::new(&tiles);
+        for band in tiles.bands(group, g.batch) {
+            let p = band.columns(&tiles);
             let (v, m) = scratch.split_at_mut(XI * c * tiles.columns());
-            transform_inputs(x, g, &tiles, group * tiles.images, n, v);
+            transform_inputs(x, g, &tiles, &band, v);
             for xi in 0..XI {
+                let m = &mut m[xi * k * p..(xi + 1) * k * p];
                 gemm_into(
-                    &mut m[xi * k * p..(xi + 1) * k * p],
-                    Mat::rows(&u[xi * k * c..(xi + 1) * k * c], k, c),
-                    Mat::rows(&v[xi * c * p..(xi + 1) * c * p], c, p),
+                    m,
+                    plane(&u, xi, k, c),
+                    plane(v, xi, c, p),
                     false,
                     parallelism,
                 );
             }
-            let mut buf = PlaneBuffers::new(&tiles);
+            let out_rows = 2 * band.rows.start * g.out_size[1]
+                ..(2 * band.rows.end).min(g.out_size[0]) * g.out_size[1];
             for (i, image) in out.chunks_exact_mut(image_out).enumerate() {
                 for (channel, map) in image.chunks_exact_mut(g.out_plane()).enumerate() {
-                    let at = &m[channel * p + i * tiles.per_image()..];
-                    output_transform(Spread::new(at, k * p), g, &tiles, map, &mut buf);
-                    post.apply_map(map, channel);
+                    let at = Spread::new(&m[channel * p + i * band.per_image(&tiles)..], k * p);
+                    output_transform(at, g, &tiles, band.rows.clone(), map, &mut buf);
+                    post.apply_map(&mut map[out_rows.clone()], channel);
                 }
             }
-        },
-    );
+        }
+    };
+    per_image(&mut y, chunk, scratch, tiles.macs(g), work);
     y
 }
 
@@ -523,38 +591,30 @@ pub fn input_grad(w: &[f32], dy: &[f32], g: &Geometry) -> Vec<f32> {
     let mut dx = vec![0.0; g.input_len()];
     let chunk = tiles.images * image_in;
     let scratch = XI * (c + k) * tiles.columns();
-    per_image(
-        &mut dx,
-        chunk,
-        scratch,
-        tiles.macs(g),
-        |group, dx, scratch, parallelism| {
-            let n = dx.len() / image_in;
-            let p = n * tiles.per_image();
+    let work = |group, dx: &mut [f32], scratch: &mut Vec<f32>, parallelism| {
+        let mut buf = PlaneBuffers::new(&tiles);
+        for band in tiles.bands(group, g.batch) {
+            let p = band.columns(&tiles);
             let (yhat, dv) = scratch.split_at_mut(XI * k * tiles.columns());
-            transform_output_grads(dy, g, &tiles, group * tiles.images, n, yhat);
+            transform_output_grads(dy, g, &tiles, &band, yhat);
             for xi in 0..XI {
-                gemm_into(
-                    &mut dv[xi * c * p..(xi + 1) * c * p],
-                    Mat::rows(&u[xi * k * c..(xi + 1) * k * c], k, c).t(),
-                    Mat::rows(&yhat[xi * k * p..(xi + 1) * k * p], k, p),
-                    false,
-                    parallelism,
-                );
+                let dv = &mut dv[xi * c * p..(xi + 1) * c * p];
+                let ut = plane(&u, xi, k, c).t();
+                gemm_into(dv, ut, plane(yhat, xi, k, p), false, parallelism);
             }
-            let mut buf = PlaneBuffers::new(&tiles);
             for (i, image) in dx.chunks_exact_mut(image_in).enumerate() {
-                for (channel, plane) in image.chunks_exact_mut(g.in_plane()).enumerate() {
-                    let at = &dv[channel * p + i * tiles.per_image()..];
-                    input_scatter(Spread::new(at, c * p), g, &tiles, plane, &mut buf);
+                for (channel, input) in image.chunks_exact_mut(g.in_plane()).enumerate() {
+                    let at = Spread::new(&dv[channel * p + i * band.per_image(&tiles)..], c * p);
+                    input_scatter(at, g, &tiles, band.rows.clone(), input, &mut buf);
                 }
             }
-        },
-    );
+        }
+    };
+    per_image(&mut dx, chunk, scratch, tiles.macs(g), work);
     dx
 }
 
-/// `dL/dw`: `dU` summed over the groups in one partial sum per thread, then `Gᵀ·dU·G`.
+/// `dL/dw`: `dU` summed over the bands in one partial sum per thread, then `Gᵀ·dU·G`.
 pub fn weight_grad(x: &[f32], dy: &[f32], g: &Geometry) -> Vec<f32> {
     let tiles = Tiling::new(g);
     let (c, k) = (g.in_channels, g.out_channels);
@@ -569,23 +629,118 @@ pub fn weight_grad(x: &[f32], dy: &[f32], g: &Geometry) -> Vec<f32> {
         let mut v = vec![0.0; XI * c * tiles.columns()];
         let mut yhat = vec![0.0; XI * k * tiles.columns()];
         for group in (part..tiles.groups).step_by(parts) {
-            let first = group * tiles.images;
-            let n = tiles.images.min(g.batch - first);
-            let p = n * tiles.per_image();
-            transform_inputs(x, g, &tiles, first, n, &mut v);
-            transform_output_grads(dy, g, &tiles, first, n, &mut yhat);
-            for xi in 0..XI {
-                gemm_into(
-                    &mut du[xi * k * c..(xi + 1) * k * c],
-                    Mat::rows(&yhat[xi * k * p..(xi + 1) * k * p], k, p),
-                    Mat::rows(&v[xi * c * p..(xi + 1) * c * p], c, p).t(),
-                    true,
-                    parallelism,
-                );
+            for band in tiles.bands(group, g.batch) {
+                let p = band.columns(&tiles);
+                transform_inputs(x, g, &tiles, &band, &mut v);
+                transform_output_grads(dy, g, &tiles, &band, &mut yhat);
+                for xi in 0..XI {
+                    let du = &mut du[xi * k * c..(xi + 1) * k * c];
+                    let vt = plane(&v, xi, c, p).t();
+                    gemm_into(du, plane(&yhat, xi, k, p), vt, true, parallelism);
+                }
             }
         }
         du
     };
     let parts: Vec<Vec<f32>> = (0..parts).into_par_iter().map(partial).collect();
     filter_grad(&sum_parts(parts), g)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::kernels::{self, Epilogue, Geometry};
+    use super::*;
+    use crate::ops::test_util::values;
+
+    fn geometry(batch: usize, channels: [usize; 2], size: [usize; 2], pad: [usize; 2]) -> Geometry {
+        let out = |axis: usize| size[axis] + 2 * pad[axis] - 2;
+        Geometry {
+            batch,
+            in_channels: channels[0],
+            in_size: size,
+            out_channels: channels[1],
+            kernel: [3, 3],
+            stride: [1, 1],
+            pad,
+            dilation: [1, 1],
+            out_size: [out(0), out(1)],
+            groups: 1,
+        }
+    }
+
+    /// Winograd against the im2col kernels (themselves checked against Burn): the output
+    /// through a bias + ReLU epilogue, and both gradients.
+    fn assert_matches_im2col(g: &Geometry) {
+        assert!(covers(g));
+        let x = values(g.input_len(), 1);
+        let w = values(g.out_channels * g.in_channels * 9, 2);
+        let dy = values(g.output_len(), 3);
+        let bias = values(g.out_channels, 4);
+        let post = Epilogue {
+            shift: Some(&bias),
+            relu: true,
+            ..Epilogue::default()
+        };
+        let pairs = [
+            (
+                forward(&x, &w, &post, g),
+                kernels::dense_forward(&x, &w, &post, g),
+                "output",
+            ),
+            (
+                input_grad(&w, &dy, g),
+                kernels::dense_input_grad(&w, &dy, g),
+                "input grad",
+            ),
+            (
+                weight_grad(&x, &dy, g),
+                kernels::dense_weight_grad(&x, &dy, g),
+                "weight grad",
+            ),
+        ];
+        for (ours, reference, what) in pairs {
+            assert_eq!(ours.len(), reference.len(), "{what}");
+            let scale = reference.iter().fold(1.0f32, |m, v| m.max(v.abs()));
+            let worst = ours
+                .iter()
+                .zip(&reference)
+                .map(|(a, b)| (a - b).abs())
+                .fold(0.0, f32::max);
+            assert!(
+                worst <= 1e-5 * scale,
+                "{what} {g:?}: differs by {worst} (scale {scale})"
+            );
+        }
+    }
+
+    #[test]
+    fn odd_sizes_and_groups_of_images() {
+        // Odd sides leave half tiles at the edges; 7 small images fall into groups of
+        // several, the last one short.
+        assert_matches_im2col(&geometry(7, [5, 6], [5, 7], [1, 1]));
+        assert_matches_im2col(&geometry(1, [3, 4], [9, 8], [1, 1]));
+    }
+
+    #[test]
+    fn valid_and_asymmetric_padding() {
+        assert_matches_im2col(&geometry(2, [4, 3], [8, 9], [0, 0]));
+        let mut g = geometry(3, [4, 5], [6, 7], [2, 0]);
+        g.out_size = [6 + 2 - 2, 7 + 1 - 2]; // padding (2, 0) rows, (0, 1) columns
+        assert_matches_im2col(&g);
+    }
+
+    #[test]
+    fn bands_of_tile_rows() {
+        // A large map is cut into bands of tile rows, whose tiles overlap at the bands' edges.
+        let g = geometry(2, [64, 64], [48, 47], [1, 1]);
+        assert!(Tiling::new(&g).band_rows < Tiling::new(&g).rows);
+        assert_matches_im2col(&g);
+    }
+
+    #[test]
+    fn chosen_by_channels_and_map_size() {
+        let vgg = |c, k, side| pays_off(&geometry(64, [c, k], [side, side], [1, 1]));
+        assert!(vgg(64, 64, 48) && vgg(96, 208, 12) && vgg(512, 512, 6));
+        assert!(!vgg(32, 64, 12) && !vgg(96, 208, 6) && !vgg(1, 64, 48));
+    }
 }

@@ -486,14 +486,14 @@ fn output_grad_transform(
         split_row(map, y(0), out_w, ae, ao);
         split_row(map, y(1), out_w, be, bo);
         let (ae, ao, be, bo) = (&ae[..cols], &ao[..cols], &be[..cols], &bo[..cols]);
-        for i in 0..4 {
+        for (i, a_i) in A.iter().enumerate() {
             let mut out = yhat.rows(4 * i, local * cols, cols);
             for a_j in A {
                 let c = [
-                    A[i][0] * a_j[0],
-                    A[i][0] * a_j[1],
-                    A[i][1] * a_j[0],
-                    A[i][1] * a_j[1],
+                    a_i[0] * a_j[0],
+                    a_i[0] * a_j[1],
+                    a_i[1] * a_j[0],
+                    a_i[1] * a_j[1],
                 ];
                 for ((((o, p), q), r), s) in out.next().iter_mut().zip(ae).zip(ao).zip(be).zip(bo) {
                     *o = c[0] * p + c[1] * q + c[2] * r + c[3] * s;

@@ -28,15 +28,18 @@ struct Window {
 }
 
 impl Window {
-    /// The plane position of tap `tap`'s input for output `(oy, ox)`, or `u32::MAX` for none.
-    fn input_of(&self, oy: usize, ox: usize, tap: u8) -> u32 {
-        if tap == NO_TAP {
-            return u32::MAX;
-        }
-        let (ky, kx) = (tap as usize / self.kernel[1], tap as usize % self.kernel[1]);
-        let iy = oy * self.stride[0] + ky * self.dilation[0] - self.pad[0];
-        let ix = ox * self.stride[1] + kx * self.dilation[1] - self.pad[1];
-        (iy * self.in_size[1] + ix) as u32
+    /// Per tap, the offset of its input from `oy·stride·in_w + ox·stride` (the window's
+    /// corner): the plane position of output `(oy, ox)`'s tap `t` is that plus `offsets[t]`.
+    fn tap_offsets(&self) -> Vec<isize> {
+        let [kh, kw] = self.kernel;
+        let in_w = self.in_size[1] as isize;
+        (0..kh * kw)
+            .map(|t| {
+                let dy = (t / kw * self.dilation[0]) as isize - self.pad[0] as isize;
+                let dx = (t % kw * self.dilation[1]) as isize - self.pad[1] as isize;
+                dy * in_w + dx
+            })
+            .collect()
     }
 
     fn in_plane(&self) -> usize {
@@ -111,6 +114,7 @@ fn out_dims(w: &Window, x: &burn::backend::flex::FlexTensor) -> [usize; 4] {
 fn pool_planes(x: &[f32], w: &Window) -> (Vec<f32>, Vec<u32>) {
     let grid = PhaseGrid::of(w);
     let [out_h, out_w] = w.out_size;
+    let offsets = w.tap_offsets();
     let mut y = vec![0.0; w.planes * w.out_plane()];
     let mut at = vec![0u32; y.len()];
     y.par_chunks_mut(w.out_plane())
@@ -132,11 +136,16 @@ fn pool_planes(x: &[f32], w: &Window) -> (Vec<f32>, Vec<u32>) {
                 for (t, start) in grid.taps(w) {
                     compare_run(best, tap, &phases[start..start + grid.run], t);
                 }
-                for oy in 0..out_h {
-                    for ox in 0..out_w {
-                        let f = oy * grid.width + ox;
-                        y[oy * out_w + ox] = best[f];
-                        at[oy * out_w + ox] = w.input_of(oy, ox, tap[f]);
+                let rows = y.chunks_exact_mut(out_w).zip(at.chunks_exact_mut(out_w));
+                for (oy, (y, at)) in rows.enumerate().take(out_h) {
+                    let f = oy * grid.width;
+                    y.copy_from_slice(&best[f..f + out_w]);
+                    let corner = (oy * w.stride[0] * w.in_size[1]) as isize;
+                    for (ox, (at, &t)) in at.iter_mut().zip(&tap[f..f + out_w]).enumerate() {
+                        *at = match offsets.get(t as usize) {
+                            Some(d) => (corner + (ox * w.stride[1]) as isize + d) as u32,
+                            None => u32::MAX, // NO_TAP
+                        };
                     }
                 }
             },

@@ -41,27 +41,33 @@ impl<const N: usize> Backward<Flex, N> for ConvBackward {
         let (x, w, dy) = (f32s(&x), f32s(&w), f32s(&output_grad));
         let [x_node, w_node, bias_node] = [0, 1, 2].map(|i| ops.parents.get(i).cloned().flatten());
 
-        if let Some(node) = x_node {
-            let dx = if g.is_depthwise() {
-                kernels::depthwise_input_grad(w, dy, &g)
-            } else if winograd::applies(&g) {
-                winograd::input_grad(w, dy, &g)
-            } else {
-                kernels::dense_input_grad(w, dy, &g)
-            };
-            let shape = [g.batch, g.in_channels, g.in_size[0], g.in_size[1]];
-            grads.register::<Flex>(node.id, flex_tensor(dx, shape));
-        }
-        if let Some(node) = w_node {
-            let (dw, per_group) = if g.is_depthwise() {
-                (kernels::depthwise_weight_grad(x, dy, &g), 1)
-            } else if winograd::applies(&g) {
-                (winograd::weight_grad(x, dy, &g), g.in_channels)
-            } else {
-                (kernels::dense_weight_grad(x, dy, &g), g.in_channels)
-            };
-            let shape = [g.out_channels, per_group, g.kernel[0], g.kernel[1]];
-            grads.register::<Flex>(node.id, flex_tensor(dw, shape));
+        let in_shape = [g.batch, g.in_channels, g.in_size[0], g.in_size[1]];
+        let w_shape = |per_group| [g.out_channels, per_group, g.kernel[0], g.kernel[1]];
+        if winograd::applies(&g) {
+            let (dx, dw) = winograd::gradients(x, w, dy, &g, x_node.is_some(), w_node.is_some());
+            if let (Some(node), Some(dx)) = (&x_node, dx) {
+                grads.register::<Flex>(node.id, flex_tensor(dx, in_shape));
+            }
+            if let (Some(node), Some(dw)) = (&w_node, dw) {
+                grads.register::<Flex>(node.id, flex_tensor(dw, w_shape(g.in_channels)));
+            }
+        } else {
+            if let Some(node) = x_node {
+                let dx = if g.is_depthwise() {
+                    kernels::depthwise_input_grad(w, dy, &g)
+                } else {
+                    kernels::dense_input_grad(w, dy, &g)
+                };
+                grads.register::<Flex>(node.id, flex_tensor(dx, in_shape));
+            }
+            if let Some(node) = w_node {
+                let (dw, per_group) = if g.is_depthwise() {
+                    (kernels::depthwise_weight_grad(x, dy, &g), 1)
+                } else {
+                    (kernels::dense_weight_grad(x, dy, &g), g.in_channels)
+                };
+                grads.register::<Flex>(node.id, flex_tensor(dw, w_shape(per_group)));
+            }
         }
         if let Some(node) = bias_node {
             grads.register::<Flex>(

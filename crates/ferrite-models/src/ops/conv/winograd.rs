@@ -582,68 +582,93 @@ pub fn forward(x: &[f32], w: &[f32], post: &Epilogue, g: &Geometry) -> Vec<f32> 
     y
 }
 
-/// `dL/dx`.
-pub fn input_grad(w: &[f32], dy: &[f32], g: &Geometry) -> Vec<f32> {
+/// What one thread keeps between bands in [`gradients`].
+struct GradScratch {
+    yhat: Vec<f32>,
+    /// `dV` for the input gradient, then `V` for the weight gradient.
+    v: Vec<f32>,
+    /// This thread's partial `dU` (empty when the weight gradient is not wanted).
+    du: Vec<f32>,
+}
+
+/// `dL/dx` (when `want_input`) and `dL/dw` (when `want_weight`) in one pass over the bands,
+/// which share each band's transformed output gradient `Ŷ`. `x` is read only for `dL/dw`.
+pub fn gradients(
+    x: &[f32],
+    w: &[f32],
+    dy: &[f32],
+    g: &Geometry,
+    want_input: bool,
+    want_weight: bool,
+) -> (Option<Vec<f32>>, Option<Vec<f32>>) {
     let tiles = Tiling::new(g);
-    let u = filter_transform(w, g);
     let (c, k) = (g.in_channels, g.out_channels);
+    let u = want_input.then(|| filter_transform(w, g));
     let image_in = c * g.in_plane();
-    let mut dx = vec![0.0; g.input_len()];
-    let chunk = tiles.images * image_in;
-    let scratch = XI * (c + k) * tiles.columns();
-    let work = |group, dx: &mut [f32], scratch: &mut Vec<f32>, parallelism| {
+    let mut dx = vec![0.0; if want_input { g.input_len() } else { 0 }];
+    let scratch = || GradScratch {
+        yhat: vec![0.0; XI * k * tiles.columns()],
+        v: vec![0.0; XI * c * tiles.columns()],
+        du: vec![0.0; if want_weight { XI * k * c } else { 0 }],
+    };
+    let group = |group: usize, dx: &mut [f32], s: &mut GradScratch, parallelism| {
         let mut buf = PlaneBuffers::new(&tiles);
         for band in tiles.bands(group, g.batch) {
             let p = band.columns(&tiles);
-            let (yhat, dv) = scratch.split_at_mut(XI * k * tiles.columns());
-            transform_output_grads(dy, g, &tiles, &band, yhat);
-            for xi in 0..XI {
-                let dv = &mut dv[xi * c * p..(xi + 1) * c * p];
-                let ut = plane(&u, xi, k, c).t();
-                gemm_into(dv, ut, plane(yhat, xi, k, p), false, parallelism);
-            }
-            for (i, image) in dx.chunks_exact_mut(image_in).enumerate() {
-                for (channel, input) in image.chunks_exact_mut(g.in_plane()).enumerate() {
-                    let at = Spread::new(&dv[channel * p + i * band.per_image(&tiles)..], c * p);
-                    input_scatter(at, g, &tiles, band.rows.clone(), input, &mut buf);
-                }
-            }
-        }
-    };
-    per_image(&mut dx, chunk, scratch, tiles.macs(g), work);
-    dx
-}
-
-/// `dL/dw`: `dU` summed over the bands in one partial sum per thread, then `Gᵀ·dU·G`.
-pub fn weight_grad(x: &[f32], dy: &[f32], g: &Geometry) -> Vec<f32> {
-    let tiles = Tiling::new(g);
-    let (c, k) = (g.in_channels, g.out_channels);
-    let (parallel, parallelism) = plan(tiles.groups, tiles.macs(g));
-    let parts = if parallel {
-        rayon::current_num_threads().min(tiles.groups)
-    } else {
-        1
-    };
-    let partial = |part: usize| {
-        let mut du = vec![0.0; XI * k * c];
-        let mut v = vec![0.0; XI * c * tiles.columns()];
-        let mut yhat = vec![0.0; XI * k * tiles.columns()];
-        for group in (part..tiles.groups).step_by(parts) {
-            for band in tiles.bands(group, g.batch) {
-                let p = band.columns(&tiles);
-                transform_inputs(x, g, &tiles, &band, &mut v);
-                transform_output_grads(dy, g, &tiles, &band, &mut yhat);
+            transform_output_grads(dy, g, &tiles, &band, &mut s.yhat);
+            if let Some(u) = &u {
                 for xi in 0..XI {
-                    let du = &mut du[xi * k * c..(xi + 1) * k * c];
-                    let vt = plane(&v, xi, c, p).t();
-                    gemm_into(du, plane(&yhat, xi, k, p), vt, true, parallelism);
+                    let dv = &mut s.v[xi * c * p..(xi + 1) * c * p];
+                    let ut = plane(u, xi, k, c).t();
+                    gemm_into(dv, ut, plane(&s.yhat, xi, k, p), false, parallelism);
+                }
+                for (i, image) in dx.chunks_exact_mut(image_in).enumerate() {
+                    for (channel, input) in image.chunks_exact_mut(g.in_plane()).enumerate() {
+                        let at = &s.v[channel * p + i * band.per_image(&tiles)..];
+                        let at = Spread::new(at, c * p);
+                        input_scatter(at, g, &tiles, band.rows.clone(), input, &mut buf);
+                    }
+                }
+            }
+            if want_weight {
+                transform_inputs(x, g, &tiles, &band, &mut s.v);
+                for xi in 0..XI {
+                    let du = &mut s.du[xi * k * c..(xi + 1) * k * c];
+                    let vt = plane(&s.v, xi, c, p).t();
+                    gemm_into(du, plane(&s.yhat, xi, k, p), vt, true, parallelism);
                 }
             }
         }
-        du
     };
-    let parts: Vec<Vec<f32>> = (0..parts).into_par_iter().map(partial).collect();
-    filter_grad(&sum_parts(parts), g)
+    // Each group's slice of dx (empty slices when it is not wanted).
+    let chunk = tiles.images * image_in;
+    let chunks: Vec<&mut [f32]> = if want_input {
+        dx.chunks_mut(chunk).collect()
+    } else {
+        (0..tiles.groups).map(|_| &mut [][..]).collect()
+    };
+    let (parallel, parallelism) = plan(tiles.groups, tiles.macs(g));
+    let partial_du: Vec<Vec<f32>> = if parallel {
+        let per_thread = tiles.groups.div_ceil(rayon::current_num_threads());
+        chunks
+            .into_par_iter()
+            .with_min_len(per_thread)
+            .enumerate()
+            .fold(scratch, |mut s, (n, dx)| {
+                group(n, dx, &mut s, parallelism);
+                s
+            })
+            .map(|s| s.du)
+            .collect()
+    } else {
+        let mut s = scratch();
+        for (n, dx) in chunks.into_iter().enumerate() {
+            group(n, dx, &mut s, parallelism);
+        }
+        vec![s.du]
+    };
+    let dw = want_weight.then(|| filter_grad(&sum_parts(partial_du), g));
+    (want_input.then_some(dx), dw)
 }
 
 #[cfg(test)]
@@ -681,22 +706,26 @@ mod tests {
             relu: true,
             ..Epilogue::default()
         };
+        let grads = |input: bool, weight: bool| {
+            let (dx, dw) = gradients(&x, &w, &dy, g, input, weight);
+            assert_eq!((dx.is_some(), dw.is_some()), (input, weight));
+            dx.or(dw).unwrap_or_default()
+        };
+        let (dx, dw) = gradients(&x, &w, &dy, g, true, true);
+        let (dx_ref, dw_ref) = (
+            kernels::dense_input_grad(&w, &dy, g),
+            kernels::dense_weight_grad(&x, &dy, g),
+        );
         let pairs = [
             (
                 forward(&x, &w, &post, g),
                 kernels::dense_forward(&x, &w, &post, g),
                 "output",
             ),
-            (
-                input_grad(&w, &dy, g),
-                kernels::dense_input_grad(&w, &dy, g),
-                "input grad",
-            ),
-            (
-                weight_grad(&x, &dy, g),
-                kernels::dense_weight_grad(&x, &dy, g),
-                "weight grad",
-            ),
+            (grads(true, false), dx_ref.clone(), "input grad alone"),
+            (grads(false, true), dw_ref.clone(), "weight grad alone"),
+            (dx.unwrap_or_default(), dx_ref, "input grad"),
+            (dw.unwrap_or_default(), dw_ref, "weight grad"),
         ];
         for (ours, reference, what) in pairs {
             assert_eq!(ours.len(), reference.len(), "{what}");

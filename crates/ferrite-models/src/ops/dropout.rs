@@ -10,6 +10,7 @@
 use burn::nn::Dropout;
 use burn::prelude::*;
 use burn::tensor::{Distribution, TensorData};
+use multiversion::multiversion;
 use rayon::prelude::*;
 
 /// `dropout(x)`, as `Dropout::forward`: the identity unless training on an autodiff device.
@@ -45,15 +46,18 @@ fn mask(len: usize, keep: f64, seed: u64) -> Vec<f32> {
     values
         .par_chunks_mut(CHUNK)
         .enumerate()
-        .for_each(|(c, chunk)| {
-            for (i, v) in chunk.iter_mut().enumerate() {
-                let bits = splitmix64(
-                    seed.wrapping_add(((c * CHUNK + i) as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15)),
-                );
-                *v = if bits >> 40 < threshold { scale } else { 0.0 };
-            }
-        });
+        .for_each(|(c, chunk)| fill_mask(chunk, (c * CHUNK) as u64, seed, threshold, scale));
     values
+}
+
+/// Mask values for elements `first..first + chunk.len()`.
+#[multiversion(targets = "simd")]
+fn fill_mask(chunk: &mut [f32], first: u64, seed: u64, threshold: u64, scale: f32) {
+    for (i, v) in chunk.iter_mut().enumerate() {
+        let index = first + i as u64;
+        let bits = splitmix64(seed.wrapping_add(index.wrapping_mul(0x9E37_79B9_7F4A_7C15)));
+        *v = if bits >> 40 < threshold { scale } else { 0.0 };
+    }
 }
 
 /// SplitMix64's output function: a well-mixed 64-bit hash of `z`.

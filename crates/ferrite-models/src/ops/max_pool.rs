@@ -11,6 +11,7 @@ use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::nn::PaddingConfig2d;
 use burn::nn::pool::MaxPool2d;
 use burn::prelude::*;
+use multiversion::multiversion;
 use rayon::prelude::*;
 
 use super::{Route, contiguous, f32s, flex_tensor, min_items, operand, route};
@@ -232,6 +233,7 @@ impl PhaseGrid {
 /// records the tap. Outputs start at −∞, so the first finite tap always wins; a window of
 /// only −∞ records none (its gradient is dropped). Bit masks rather than `if`: LLVM turns an
 /// `if` here into a branch, which random maxima mispredict (measured 4.5× slower).
+#[multiversion(targets = "simd")]
 fn compare_run(best: &mut [f32], tap: &mut [u8], src: &[f32], t: u8) {
     let n = best.len();
     let (tap, src) = (&mut tap[..n], &src[..n]);

@@ -4,7 +4,8 @@
 
 use rayon::prelude::*;
 
-use crate::ops::{lane_sum, lane_sum2, min_items};
+use crate::ops::{affine_in_place, lane_sum, lane_sum2, min_items};
+use multiversion::multiversion;
 
 /// `[batch, channels, plane]` view of an NCHW tensor (`plane` = height × width).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -59,14 +60,8 @@ pub fn affine(x: &[f32], scale: &[f32], shift: &[f32], relu: bool, l: &Layout) -
         .with_min_len(min_items(l.plane))
         .enumerate()
         .for_each(|(p, (out, inp))| {
-            let (a, b) = (scale[p % l.channels], shift[p % l.channels]);
-            if relu {
-                out.iter_mut()
-                    .zip(inp)
-                    .for_each(|(o, &v)| *o = (v * a + b).max(0.0));
-            } else {
-                out.iter_mut().zip(inp).for_each(|(o, &v)| *o = v * a + b);
-            }
+            out.copy_from_slice(inp);
+            affine_in_place(out, scale[p % l.channels], shift[p % l.channels], relu);
         });
     y
 }
@@ -117,11 +112,24 @@ pub fn backward(x: &[f32], dy: &[f32], s: &Saved, l: &Layout) -> (Vec<f32>, Vec<
         let k = s.gamma[c] * s.inv_std[c];
         let mean_grad = dbeta[c] / count;
         let slope = dgamma[c] * s.inv_std[c] / count;
-        let (mean, a, b) = (s.mean[c], s.scale[c], s.shift[c]);
-        for ((o, &v), &g) in out.iter_mut().zip(xp).zip(gp) {
-            let g = if !s.relu || v * a + b > 0.0 { g } else { 0.0 };
-            *o = k * (g - mean_grad - (v - mean) * slope);
-        }
+        let affine = (s.scale[c], s.shift[c], s.relu);
+        plane_input_grad(out, xp, gp, affine, [k, mean_grad, s.mean[c], slope]);
     });
     (dx, dgamma, dbeta)
+}
+
+/// One plane of `dx = k·(g − mean_grad − (x − mean)·slope)`, with `g` zeroed where the ReLU
+/// after the affine map `(a, b)` clipped.
+#[multiversion(targets = "simd")]
+fn plane_input_grad(
+    out: &mut [f32],
+    x: &[f32],
+    dy: &[f32],
+    (a, b, relu): (f32, f32, bool),
+    [k, mean_grad, mean, slope]: [f32; 4],
+) {
+    for ((o, &v), &g) in out.iter_mut().zip(x).zip(dy) {
+        let g = if !relu || v * a + b > 0.0 { g } else { 0.0 };
+        *o = k * (g - mean_grad - (v - mean) * slope);
+    }
 }

@@ -15,7 +15,9 @@
 use gemm::Parallelism;
 use rayon::prelude::*;
 
-use crate::ops::{lane_sum2, min_items};
+use multiversion::multiversion;
+
+use crate::ops::{affine_in_place, lane_sum2, min_items};
 
 /// Shapes, strides and padding of one 2-D convolution.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -350,11 +352,7 @@ impl Epilogue<'_> {
     pub(super) fn apply_map(&self, map: &mut [f32], c: usize) {
         let a = self.scale.map_or(1.0, |s| s[c]);
         let b = self.shift.map_or(0.0, |s| s[c]);
-        if self.relu {
-            map.iter_mut().for_each(|v| *v = (*v * a + b).max(0.0));
-        } else {
-            map.iter_mut().for_each(|v| *v = *v * a + b);
-        }
+        affine_in_place(map, a, b, self.relu);
     }
 }
 
@@ -543,6 +541,7 @@ pub fn depthwise_weight_grad(x: &[f32], dy: &[f32], g: &Geometry) -> Vec<f32> {
 }
 
 /// `out[i] += a · x[i·stride]`; the stride-1 case is a plain slice loop, which vectorises.
+#[multiversion(targets = "simd")]
 fn axpy(out: &mut [f32], a: f32, x: &[f32], stride: usize) {
     if stride == 1 {
         let x = &x[..out.len()];

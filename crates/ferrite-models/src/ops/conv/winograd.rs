@@ -18,6 +18,7 @@
 
 use std::ops::Range;
 
+use multiversion::multiversion;
 use rayon::prelude::*;
 
 use super::kernels::{Epilogue, Geometry, Mat, gemm_into, per_image, plan, sum_parts};
@@ -263,6 +264,7 @@ impl PlaneBuffers {
 
 /// The `len` values of row `y` of a `width`-wide map when it has one, else zeros, split into
 /// even and odd columns (`even`, `odd` hold at least `len.div_ceil(2)`).
+#[inline]
 fn split_row(map: &[f32], y: Option<usize>, width: usize, even: &mut [f32], odd: &mut [f32]) {
     even.fill(0.0);
     odd.fill(0.0);
@@ -284,6 +286,7 @@ fn split_row(map: &[f32], y: Option<usize>, width: usize, even: &mut [f32], odd:
 /// The plane is copied once into its zero border; then, a tile row at a time, Bᵀ runs down the
 /// four rows as whole-row passes, and each result is split into its even and odd columns so
 /// that Bᵀ along the row is four contiguous passes over the tiles.
+#[multiversion(targets = "simd")]
 fn input_transform(
     plane: &[f32],
     g: &Geometry,
@@ -341,6 +344,7 @@ fn input_transform(
 
 /// `dx += Σ B·dV·Bᵀ` over the (overlapping) tiles of one input plane in tile rows `band`, the
 /// adjoint of [`input_transform`]; B·[a, b, c, d] = [a, b − c + d, −a + b + c, −d].
+#[multiversion(targets = "simd")]
 fn input_scatter(
     dv: Spread<&[f32]>,
     g: &Geometry,
@@ -376,6 +380,7 @@ fn input_scatter(
 }
 
 /// `out[k] = (B·[a, b, c, d])[k]` for each of the `n` tiles, four rows of `n` values out.
+#[inline]
 fn b_times_rows(out: &mut [f32], [a, b, c, d]: [&[f32]; 4], n: usize) {
     let (o0, rest) = out.split_at_mut(n);
     let (o1, rest) = rest.split_at_mut(n);
@@ -389,6 +394,7 @@ fn b_times_rows(out: &mut [f32], [a, b, c, d]: [&[f32]; 4], n: usize) {
 }
 
 /// `line[2·t + offset] += values[t]` wherever that lies inside `line`.
+#[inline]
 fn add_every_other(line: &mut [f32], offset: isize, values: &[f32]) {
     // The first t with 2·t + offset ≥ 0.
     let first = (1 - offset).max(0) as usize / 2;
@@ -402,6 +408,7 @@ fn add_every_other(line: &mut [f32], offset: isize, values: &[f32]) {
 }
 
 /// `out[t] = f(a[t], b[t])`.
+#[inline]
 fn zip_into(out: &mut [f32], a: &[f32], b: &[f32], f: impl Fn(f32, f32) -> f32) {
     for ((o, &p), &q) in out.iter_mut().zip(a).zip(b) {
         *o = f(p, q);
@@ -411,6 +418,7 @@ fn zip_into(out: &mut [f32], a: &[f32], b: &[f32], f: impl Fn(f32, f32) -> f32) 
 /// `y = Aᵀ·M·A` for every tile of one output map, with Aᵀ = [[1, 1, 1, 0], [0, 1, −1, −1]]:
 /// Aᵀ along each tile row as contiguous passes over the tiles, then down the columns, each
 /// tile's two output columns written side by side into the map's rows.
+#[multiversion(targets = "simd")]
 fn output_transform(
     m: Spread<&[f32]>,
     g: &Geometry,
@@ -465,6 +473,7 @@ fn output_transform(
 
 /// `Ŷ = A·dy·Aᵀ` for every 2×2 tile of one output-gradient map (zeros outside it), the
 /// adjoint of [`output_transform`]; A·[a, b] = [a, a + b, a − b, −b].
+#[multiversion(targets = "simd")]
 fn output_grad_transform(
     map: &[f32],
     g: &Geometry,

@@ -4,8 +4,7 @@
 //! Dense convolutions are im2col + one matrix product per image (`gemm`, the crate burn-flex
 //! itself multiplies with): the forward is `W · cols`, the weight gradient `dY · colsᵀ` summed
 //! over the batch, the input gradient `Wᵀ · dY` scattered back by col2im. A 1×1 stride-1
-//! convolution needs no im2col at all: the image already is its column matrix. Depthwise
-//! convolutions (one filter per channel) are direct loops over rows, which vectorise.
+//! convolution needs no im2col at all: the image already is its column matrix.
 //!
 //! Work is split over images (or channels) across rayon's threads, with one single-threaded
 //! matrix product each; a batch smaller than the thread count lets `gemm` use the threads
@@ -15,9 +14,7 @@
 use gemm::Parallelism;
 use rayon::prelude::*;
 
-use multiversion::multiversion;
-
-use crate::ops::{affine_in_place, lane_sum2, min_items};
+use crate::ops::affine_in_place;
 
 /// Shapes, strides and padding of one 2-D convolution.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -49,7 +46,7 @@ impl Geometry {
         self.out_size[0] * self.out_size[1]
     }
 
-    fn kernel_area(&self) -> usize {
+    pub(super) fn kernel_area(&self) -> usize {
         self.kernel[0] * self.kernel[1]
     }
 
@@ -78,7 +75,7 @@ impl Geometry {
 
     /// Output positions `o` of one axis whose input `o·stride + offset` lies inside the image,
     /// for the kernel tap `tap`.
-    fn valid(&self, axis: usize, tap: usize) -> (usize, usize, isize) {
+    pub(super) fn valid(&self, axis: usize, tap: usize) -> (usize, usize, isize) {
         let offset = (tap * self.dilation[axis]) as isize - self.pad[axis] as isize;
         let stride = self.stride[axis] as isize;
         let size = self.in_size[axis] as isize;
@@ -440,128 +437,4 @@ pub fn bias_grad(dy: &[f32], g: &Geometry) -> Vec<f32> {
         }
     }
     db
-}
-
-/// Visits every (output row, kernel tap) pair of one depthwise plane whose input row exists:
-/// `visit(out_row, in_row_start, tap_index, x-range, x-offset)`.
-fn depthwise_taps(g: &Geometry, mut visit: impl FnMut(usize, usize, usize, (usize, usize, isize))) {
-    let in_w = g.in_size[1];
-    for ky in 0..g.kernel[0] {
-        let (y0, y1, dy) = g.valid(0, ky);
-        for kx in 0..g.kernel[1] {
-            let xs = g.valid(1, kx);
-            if xs.0 == xs.1 {
-                continue;
-            }
-            for oy in y0..y1 {
-                let in_row = (oy as isize * g.stride[0] as isize + dy) as usize * in_w;
-                visit(oy, in_row, ky * g.kernel[1] + kx, xs);
-            }
-        }
-    }
-}
-
-/// Input column of output column `x0` under tap offset `dx`.
-fn first_input(x0: usize, dx: isize, stride: usize) -> usize {
-    (x0 as isize * stride as isize + dx) as usize
-}
-
-/// `y = epilogue(conv(x, w))` for a depthwise convolution (`groups == in == out channels`).
-pub fn depthwise_forward(x: &[f32], w: &[f32], post: &Epilogue, g: &Geometry) -> Vec<f32> {
-    let (plane_in, plane_out, taps) = (g.in_plane(), g.out_plane(), g.kernel_area());
-    let (out_w, sx) = (g.out_size[1], g.stride[1]);
-    let mut y = vec![0.0; g.output_len()];
-    y.par_chunks_mut(plane_out)
-        .with_min_len(min_items(plane_out))
-        .enumerate()
-        .for_each(|(p, out)| {
-            let c = p % g.in_channels;
-            let image = &x[p * plane_in..(p + 1) * plane_in];
-            let filter = &w[c * taps..(c + 1) * taps];
-            depthwise_taps(g, |oy, in_row, tap, (x0, x1, dx)| {
-                let weight = filter[tap];
-                let out = &mut out[oy * out_w + x0..oy * out_w + x1];
-                axpy(out, weight, &image[in_row + first_input(x0, dx, sx)..], sx);
-            });
-            post.apply_map(out, c);
-        });
-    y
-}
-
-/// `dL/dx` of a depthwise convolution.
-pub fn depthwise_input_grad(w: &[f32], dy: &[f32], g: &Geometry) -> Vec<f32> {
-    let (plane_in, plane_out, taps) = (g.in_plane(), g.out_plane(), g.kernel_area());
-    let (out_w, sx) = (g.out_size[1], g.stride[1]);
-    let mut dx = vec![0.0; g.input_len()];
-    dx.par_chunks_mut(plane_in)
-        .with_min_len(min_items(plane_in))
-        .enumerate()
-        .for_each(|(p, dx_p)| {
-            let c = p % g.in_channels;
-            let grad = &dy[p * plane_out..(p + 1) * plane_out];
-            let filter = &w[c * taps..(c + 1) * taps];
-            depthwise_taps(g, |oy, in_row, tap, (x0, x1, dx)| {
-                let weight = filter[tap];
-                let grad = &grad[oy * out_w + x0..oy * out_w + x1];
-                let line = &mut dx_p[in_row + first_input(x0, dx, sx)..];
-                if sx == 1 {
-                    axpy(&mut line[..grad.len()], weight, grad, 1);
-                } else {
-                    for (p, v) in line.iter_mut().step_by(sx).zip(grad) {
-                        *p += weight * v;
-                    }
-                }
-            });
-        });
-    dx
-}
-
-/// `dL/dW` of a depthwise convolution: per channel, each tap's dot product of the output
-/// gradient with the input it saw, summed over images.
-pub fn depthwise_weight_grad(x: &[f32], dy: &[f32], g: &Geometry) -> Vec<f32> {
-    let (plane_in, plane_out, taps) = (g.in_plane(), g.out_plane(), g.kernel_area());
-    let (out_w, sx) = (g.out_size[1], g.stride[1]);
-    let mut dw = vec![0.0; g.in_channels * taps];
-    let channels = dw
-        .par_chunks_mut(taps)
-        .with_min_len(min_items(g.batch * plane_out));
-    channels.enumerate().for_each(|(c, dw_c)| {
-        for n in 0..g.batch {
-            let p = n * g.in_channels + c;
-            let image = &x[p * plane_in..(p + 1) * plane_in];
-            let grad = &dy[p * plane_out..(p + 1) * plane_out];
-            depthwise_taps(g, |oy, in_row, tap, (x0, x1, dx)| {
-                let grad = &grad[oy * out_w + x0..oy * out_w + x1];
-                let line = &image[in_row + first_input(x0, dx, sx)..];
-                dw_c[tap] += dot(grad, line, sx);
-            });
-        }
-    });
-    dw
-}
-
-/// `out[i] += a · x[i·stride]`; the stride-1 case is a plain slice loop, which vectorises.
-#[multiversion(targets = "simd")]
-fn axpy(out: &mut [f32], a: f32, x: &[f32], stride: usize) {
-    if stride == 1 {
-        let x = &x[..out.len()];
-        for (o, v) in out.iter_mut().zip(x) {
-            *o += a * v;
-        }
-    } else {
-        for (o, v) in out.iter_mut().zip(x.iter().step_by(stride)) {
-            *o += a * v;
-        }
-    }
-}
-
-/// `Σ a[i] · x[i·stride]`; the stride-1 case in vectorised lanes.
-fn dot(a: &[f32], x: &[f32], stride: usize) -> f32 {
-    if stride == 1 {
-        return lane_sum2(a, &x[..a.len()], |p, q| p * q);
-    }
-    a.iter()
-        .zip(x.iter().step_by(stride))
-        .map(|(p, q)| p * q)
-        .sum()
 }

@@ -1,10 +1,12 @@
 //! Convolution: Winograd F(2×2, 3×3) for dense 3×3 stride-1 convolutions ([`winograd`]),
-//! im2col + one matrix product per image for the other dense ones, direct row loops for
-//! depthwise ones ([`kernels`]), one autodiff op for training ([`tracked`]).
+//! im2col + one matrix product per image for the other dense ones ([`kernels`]), whole-plane
+//! passes per kernel tap for depthwise ones ([`depthwise`]), one autodiff op for training
+//! ([`tracked`]).
 //!
 //! Covered: `f32`, `groups == 1` (any kernel, stride, padding, dilation) and depthwise
 //! (`groups == in == out channels`); everything else runs Burn's `conv2d`.
 
+mod depthwise;
 mod kernels;
 mod tracked;
 mod winograd;
@@ -143,7 +145,7 @@ fn forward_flex(x: &FlexTensor, w: &FlexTensor, post: &Epilogue, g: &Geometry) -
     let (x, w) = (contiguous(x), contiguous(w));
     let (x, w) = (f32s(&x), f32s(&w));
     let y = if g.is_depthwise() {
-        kernels::depthwise_forward(x, w, post, g)
+        depthwise::forward(x, w, post, g)
     } else if winograd::applies(g) {
         winograd::forward(x, w, post, g)
     } else {

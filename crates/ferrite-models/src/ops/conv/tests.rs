@@ -139,6 +139,15 @@ fn depthwise_same_and_strided() {
 }
 
 #[test]
+fn depthwise_stride_one_valid_and_wide_kernels() {
+    assert_matches_burn(&Case::new([2, 3, 7, 9], 3, 3, 1, 0).depthwise());
+    assert_matches_burn(&Case::new([1, 5, 6, 6], 5, 5, 1, 2).depthwise().with_bias());
+    let mut case = Case::new([2, 2, 8, 5], 2, 3, 1, 0).depthwise();
+    case.options = ConvOptions::new_with_padding([1, 1], [(0, 2), (1, 0)], [1, 1], 2);
+    assert_matches_burn(&case);
+}
+
+#[test]
 fn kernel_larger_than_padded_input_falls_back_to_burn() {
     let device = Device::flex();
     let x = tensor([1, 1, 2, 2], 1, &device);

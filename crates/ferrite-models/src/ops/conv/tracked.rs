@@ -13,7 +13,7 @@ use burn::prelude::*;
 
 use super::forward_flex;
 use super::kernels::{self, Epilogue, Geometry};
-use super::winograd;
+use super::{depthwise, winograd};
 use crate::ops::{contiguous, f32s, flex_tensor};
 
 type Tracked = Autodiff<Flex>;
@@ -54,7 +54,7 @@ impl<const N: usize> Backward<Flex, N> for ConvBackward {
         } else {
             if let Some(node) = x_node {
                 let dx = if g.is_depthwise() {
-                    kernels::depthwise_input_grad(w, dy, &g)
+                    depthwise::input_grad(w, dy, &g)
                 } else {
                     kernels::dense_input_grad(w, dy, &g)
                 };
@@ -62,7 +62,7 @@ impl<const N: usize> Backward<Flex, N> for ConvBackward {
             }
             if let Some(node) = w_node {
                 let (dw, per_group) = if g.is_depthwise() {
-                    (kernels::depthwise_weight_grad(x, dy, &g), 1)
+                    (depthwise::weight_grad(x, dy, &g), 1)
                 } else {
                     (kernels::dense_weight_grad(x, dy, &g), g.in_channels)
                 };

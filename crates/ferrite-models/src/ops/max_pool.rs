@@ -60,7 +60,7 @@ pub fn forward(pool: &MaxPool2d, x: Tensor<4>) -> Tensor<4> {
     match route(&[operand(&x)]) {
         Route::Flex => {
             let x = contiguous(&x.try_into_primitive::<Flex>().expect("routed as flex"));
-            let (y, _) = pool_planes(f32s(&x), &window);
+            let (y, _) = pool_planes(f32s(&x), &window, false);
             Tensor::from_primitive::<Flex>(flex_tensor(y, out_dims(&window, &x)))
         }
         Route::TrackedFlex => tracked(x, window),
@@ -111,15 +111,23 @@ fn out_dims(w: &Window, x: &burn::backend::flex::FlexTensor) -> [usize; 4] {
 /// stride phases, so that for every kernel tap the inputs of *all* outputs of the plane form
 /// one contiguous run. The pooling is then one long vectorised compare per tap (nine for
 /// 3×3), whatever the plane's width; taps in row-major order keep "first" meaning what it
-/// does in a per-window scan.
-fn pool_planes(x: &[f32], w: &Window) -> (Vec<f32>, Vec<u32>) {
+/// does in a per-window scan. The positions are only found when `track` (for the backward);
+/// without, the positions returned are empty.
+fn pool_planes(x: &[f32], w: &Window, track: bool) -> (Vec<f32>, Vec<u32>) {
     let grid = PhaseGrid::of(w);
     let [out_h, out_w] = w.out_size;
     let offsets = w.tap_offsets();
     let mut y = vec![0.0; w.planes * w.out_plane()];
-    let mut at = vec![0u32; y.len()];
+    let mut at = vec![0u32; if track { y.len() } else { 0 }];
+    // Without positions, every plane gets an empty slice of `at`.
+    let at_len = if track { w.out_plane() } else { 0 };
+    let mut at_chunks: Vec<&mut [u32]> = if track {
+        at.chunks_mut(at_len).collect()
+    } else {
+        (0..w.planes).map(|_| &mut [][..]).collect()
+    };
     y.par_chunks_mut(w.out_plane())
-        .zip(at.par_chunks_mut(w.out_plane()))
+        .zip(at_chunks.par_iter_mut())
         .with_min_len(min_items(w.in_plane()))
         .enumerate()
         .for_each_init(
@@ -133,6 +141,15 @@ fn pool_planes(x: &[f32], w: &Window) -> (Vec<f32>, Vec<u32>) {
             |(phases, best, tap), (p, (y, at))| {
                 grid.fill(&x[p * w.in_plane()..(p + 1) * w.in_plane()], w, phases);
                 best.fill(f32::NEG_INFINITY);
+                if !track {
+                    for (_, start) in grid.taps(w) {
+                        max_run(best, &phases[start..start + grid.run]);
+                    }
+                    for (oy, y) in y.chunks_exact_mut(out_w).enumerate() {
+                        y.copy_from_slice(&best[oy * grid.width..][..out_w]);
+                    }
+                    return;
+                }
                 tap.fill(NO_TAP);
                 for (t, start) in grid.taps(w) {
                     compare_run(best, tap, &phases[start..start + grid.run], t);
@@ -248,6 +265,18 @@ fn compare_run(best: &mut [f32], tap: &mut [u8], src: &[f32], t: u8) {
     }
 }
 
+/// [`compare_run`] without recording the taps: inference.
+#[multiversion(targets = "simd")]
+fn max_run(best: &mut [f32], src: &[f32]) {
+    let src = &src[..best.len()];
+    for (b, &v) in best.iter_mut().zip(src) {
+        #[allow(clippy::eq_op)] // v != v: NaN wins, as in Burn and PyTorch
+        let take = (v > *b) | (v != v);
+        let mask = (take as u32).wrapping_neg();
+        *b = f32::from_bits((v.to_bits() & mask) | (b.to_bits() & !mask));
+    }
+}
+
 /// Each output gradient added onto the input position its maximum came from.
 fn unpool_grad(dy: &[f32], at: &[u32], w: &Window) -> Vec<f32> {
     let mut dx = vec![0.0; w.planes * w.in_plane()];
@@ -289,7 +318,7 @@ fn tracked(x: Tensor<4>, window: Window) -> Tensor<4> {
         .try_into_primitive::<Autodiff<Flex>>()
         .expect("routed as tracked flex");
     let input = contiguous(x.primitive());
-    let (y, at) = pool_planes(f32s(&input), &window);
+    let (y, at) = pool_planes(f32s(&input), &window, true);
     let y = flex_tensor(y, out_dims(&window, &input));
     let y = match MaxPoolBackward
         .prepare::<NoCheckpointing>([x.node()])

@@ -222,9 +222,15 @@ impl PhaseGrid {
                 let start = block * self.height * self.width
                     + (r / sy) * self.width
                     + (first + w.pad[1]) / sx;
-                let dst = &mut phases[start..];
-                for (d, &v) in dst.iter_mut().zip(row.iter().skip(first).step_by(sx)) {
-                    *d = v;
+                let src = row.get(first..).unwrap_or_default();
+                let dst = &mut phases[start..start + src.len().div_ceil(sx)];
+                if sx == 1 {
+                    dst.copy_from_slice(src);
+                } else {
+                    // Chunks rather than `step_by`, which compiles to a slow scalar loop.
+                    for (d, chunk) in dst.iter_mut().zip(src.chunks(sx)) {
+                        *d = chunk[0];
+                    }
                 }
             }
         }

@@ -1,5 +1,5 @@
-//! 2-D max pooling as one op: the forward records, per output, the position of its maximum
-//! within the plane (`u32`), the backward adds each output gradient there. Planes (image,
+//! 2-D max pooling as one op: the forward records, per output, which kernel tap held its
+//! maximum (one byte), the backward adds each output gradient onto that tap's input. Planes (image,
 //! channel) in parallel; within a plane, one vectorised pass per kernel tap.
 
 use burn::backend::Flex;
@@ -113,62 +113,47 @@ fn out_dims(w: &Window, x: &burn::backend::flex::FlexTensor) -> [usize; 4] {
 /// 3×3), whatever the plane's width; taps in row-major order keep "first" meaning what it
 /// does in a per-window scan. The positions are only found when `track` (for the backward);
 /// without, the positions returned are empty.
-fn pool_planes(x: &[f32], w: &Window, track: bool) -> (Vec<f32>, Vec<u32>) {
+fn pool_planes(x: &[f32], w: &Window, track: bool) -> (Vec<f32>, Vec<u8>) {
     let grid = PhaseGrid::of(w);
-    let [out_h, out_w] = w.out_size;
-    let offsets = w.tap_offsets();
+    let out_w = w.out_size[1];
     let mut y = vec![0.0; w.planes * w.out_plane()];
-    let mut at = vec![0u32; if track { y.len() } else { 0 }];
-    // Without positions, every plane gets an empty slice of `at`.
-    let at_len = if track { w.out_plane() } else { 0 };
-    let mut at_chunks: Vec<&mut [u32]> = if track {
-        at.chunks_mut(at_len).collect()
+    let mut taps = vec![NO_TAP; if track { y.len() } else { 0 }];
+    // Without tracking, every plane gets an empty slice of `taps`.
+    let mut tap_chunks: Vec<&mut [u8]> = if track {
+        taps.chunks_mut(w.out_plane()).collect()
     } else {
         (0..w.planes).map(|_| &mut [][..]).collect()
     };
     y.par_chunks_mut(w.out_plane())
-        .zip(at_chunks.par_iter_mut())
+        .zip(tap_chunks.par_iter_mut())
         .with_min_len(min_items(w.in_plane()))
         .enumerate()
         .for_each_init(
             || {
-                (
-                    vec![0.0f32; grid.len()],
-                    vec![0.0f32; grid.run],
-                    vec![0u8; grid.run],
-                )
+                let scratch = vec![0u8; if track { grid.run } else { 0 }];
+                (vec![0.0f32; grid.len()], vec![0.0f32; grid.run], scratch)
             },
-            |(phases, best, tap), (p, (y, at))| {
+            |(phases, best, tap), (p, (y, taps))| {
                 grid.fill(&x[p * w.in_plane()..(p + 1) * w.in_plane()], w, phases);
                 best.fill(f32::NEG_INFINITY);
-                if !track {
-                    for (_, start) in grid.taps(w) {
-                        max_run(best, &phases[start..start + grid.run]);
-                    }
-                    for (oy, y) in y.chunks_exact_mut(out_w).enumerate() {
-                        y.copy_from_slice(&best[oy * grid.width..][..out_w]);
-                    }
-                    return;
-                }
                 tap.fill(NO_TAP);
                 for (t, start) in grid.taps(w) {
-                    compare_run(best, tap, &phases[start..start + grid.run], t);
-                }
-                let rows = y.chunks_exact_mut(out_w).zip(at.chunks_exact_mut(out_w));
-                for (oy, (y, at)) in rows.enumerate().take(out_h) {
-                    let f = oy * grid.width;
-                    y.copy_from_slice(&best[f..f + out_w]);
-                    let corner = (oy * w.stride[0] * w.in_size[1]) as isize;
-                    for (ox, (at, &t)) in at.iter_mut().zip(&tap[f..f + out_w]).enumerate() {
-                        *at = match offsets.get(t as usize) {
-                            Some(d) => (corner + (ox * w.stride[1]) as isize + d) as u32,
-                            None => u32::MAX, // NO_TAP
-                        };
+                    let src = &phases[start..start + grid.run];
+                    if track {
+                        compare_run(best, tap, src, t);
+                    } else {
+                        max_run(best, src);
                     }
+                }
+                for (oy, y) in y.chunks_exact_mut(out_w).enumerate() {
+                    y.copy_from_slice(&best[oy * grid.width..][..out_w]);
+                }
+                for (oy, taps) in taps.chunks_exact_mut(out_w).enumerate() {
+                    taps.copy_from_slice(&tap[oy * grid.width..][..out_w]);
                 }
             },
         );
-    (y, at)
+    (y, taps)
 }
 
 /// No tap has won yet (or all were −∞).
@@ -283,17 +268,26 @@ fn max_run(best: &mut [f32], src: &[f32]) {
     }
 }
 
-/// Each output gradient added onto the input position its maximum came from.
-fn unpool_grad(dy: &[f32], at: &[u32], w: &Window) -> Vec<f32> {
+/// Each output gradient added onto the input its maximum came from (its winning tap's).
+fn unpool_grad(dy: &[f32], taps: &[u8], w: &Window) -> Vec<f32> {
+    let offsets = w.tap_offsets();
+    let [out_w, in_w] = [w.out_size[1], w.in_size[1]];
     let mut dx = vec![0.0; w.planes * w.in_plane()];
     dx.par_chunks_mut(w.in_plane())
         .with_min_len(min_items(w.in_plane()))
         .enumerate()
         .for_each(|(p, dx)| {
             let range = p * w.out_plane()..(p + 1) * w.out_plane();
-            for (&g, &i) in dy[range.clone()].iter().zip(&at[range]) {
-                if let Some(slot) = dx.get_mut(i as usize) {
-                    *slot += g;
+            let rows = dy[range.clone()]
+                .chunks_exact(out_w)
+                .zip(taps[range].chunks_exact(out_w));
+            for (oy, (grads, taps)) in rows.enumerate() {
+                let corner = (oy * w.stride[0] * in_w) as isize;
+                for (ox, (&g, &t)) in grads.iter().zip(taps).enumerate() {
+                    // NO_TAP (a window of only −∞) has no offset: its gradient is dropped.
+                    if let Some(d) = offsets.get(t as usize) {
+                        dx[(corner + (ox * w.stride[1]) as isize + d) as usize] += g;
+                    }
                 }
             }
         });
@@ -304,15 +298,15 @@ fn unpool_grad(dy: &[f32], at: &[u32], w: &Window) -> Vec<f32> {
 struct MaxPoolBackward;
 
 impl Backward<Flex, 1> for MaxPoolBackward {
-    /// The argmax positions and the input's shape.
-    type State = (Vec<u32>, Window, [usize; 4]);
+    /// Each output's winning tap, and the input's shape.
+    type State = (Vec<u8>, Window, [usize; 4]);
 
     fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
         let dy = contiguous(&grads.consume::<Flex>(&ops.node));
-        let (at, window, in_dims) = ops.state;
+        let (taps, window, in_dims) = ops.state;
         let [x_node] = ops.parents;
         if let Some(node) = x_node {
-            let dx = unpool_grad(f32s(&dy), &at, &window);
+            let dx = unpool_grad(f32s(&dy), &taps, &window);
             grads.register::<Flex>(node.id, flex_tensor(dx, in_dims));
         }
     }
@@ -324,14 +318,14 @@ fn tracked(x: Tensor<4>, window: Window) -> Tensor<4> {
         .try_into_primitive::<Autodiff<Flex>>()
         .expect("routed as tracked flex");
     let input = contiguous(x.primitive());
-    let (y, at) = pool_planes(f32s(&input), &window, true);
+    let (y, taps) = pool_planes(f32s(&input), &window, true);
     let y = flex_tensor(y, out_dims(&window, &input));
     let y = match MaxPoolBackward
         .prepare::<NoCheckpointing>([x.node()])
         .compute_bound()
         .stateful()
     {
-        OpsKind::Tracked(prep) => prep.finish((at, window, in_dims), y),
+        OpsKind::Tracked(prep) => prep.finish((taps, window, in_dims), y),
         OpsKind::UnTracked(prep) => prep.finish(y),
     };
     Tensor::from_primitive::<Autodiff<Flex>>(y)

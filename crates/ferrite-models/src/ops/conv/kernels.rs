@@ -14,7 +14,7 @@
 use gemm::Parallelism;
 use rayon::prelude::*;
 
-use crate::ops::affine_in_place;
+use crate::ops::{affine_in_place, lane_sum, min_items};
 
 /// Shapes, strides and padding of one 2-D convolution.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -429,12 +429,15 @@ pub(super) fn sum_parts(mut parts: Vec<Vec<f32>>) -> Vec<f32> {
 
 /// `dL/db`: the output gradient summed over images and positions, per output channel.
 pub fn bias_grad(dy: &[f32], g: &Geometry) -> Vec<f32> {
-    let l = g.out_plane();
-    let mut db = vec![0.0; g.out_channels];
-    for image in dy.chunks_exact(g.out_channels * l) {
-        for (d, map) in db.iter_mut().zip(image.chunks_exact(l)) {
-            *d += map.iter().sum::<f32>();
-        }
-    }
+    let (l, channels) = (g.out_plane(), g.out_channels);
+    let mut db = vec![0.0; channels];
+    db.par_iter_mut()
+        .with_min_len(min_items(g.batch * l))
+        .enumerate()
+        .for_each(|(c, d)| {
+            *d = (0..g.batch)
+                .map(|n| lane_sum(&dy[(n * channels + c) * l..][..l], |v| v))
+                .sum();
+        });
     db
 }

@@ -665,7 +665,9 @@ pub fn gradients(
     };
     let (parallel, parallelism) = plan(tiles.groups, tiles.macs(g));
     let partial_du: Vec<Vec<f32>> = if parallel {
-        let per_thread = tiles.groups.div_ceil(rayon::current_num_threads());
+        // At most one fold (and one partial dU) per thread; rayon splits only where both
+        // halves keep this many groups, hence rounding down.
+        let per_thread = (tiles.groups / rayon::current_num_threads()).max(1);
         chunks
             .into_par_iter()
             .with_min_len(per_thread)

@@ -8,7 +8,7 @@
 //! dropout drew its mask on one thread. Here each of [`conv`], [`batch_norm`], [`max_pool`]
 //! is one differentiable op of Burn's autodiff whose forward and backward are a few parallel
 //! passes over plain `f32` slices, and [`dropout`] multiplies by a mask filled in parallel.
-//! `docs/performance.md` has the measurements (`bench/kernels.sh`: 1.6–3.2× Burn's ops).
+//! `docs/performance.md` has the measurements (`bench/kernels.sh`: 1.9–4.9× Burn's ops).
 //!
 //! The element-wise loops are `#[multiversion(targets = "simd")]`: compiled for AVX-512,
 //! AVX2 and the older sets as well as the baseline x86-64 (SSE2) the crate is built for, the

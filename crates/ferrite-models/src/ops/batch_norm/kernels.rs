@@ -2,10 +2,10 @@
 //! an optional ReLU folded in), and the backward pass. Statistics are per channel in parallel;
 //! the element-wise passes are per (image, channel) plane in parallel.
 
+use multiversion::multiversion;
 use rayon::prelude::*;
 
 use crate::ops::{affine_in_place, lane_sum, lane_sum2, min_items};
-use multiversion::multiversion;
 
 /// `[batch, channels, plane]` view of an NCHW tensor (`plane` = height × width).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

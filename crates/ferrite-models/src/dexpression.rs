@@ -15,7 +15,6 @@ use burn::nn::{
     BatchNorm, BatchNormConfig, Dropout, DropoutConfig, Linear, LinearConfig, PaddingConfig2d,
 };
 use burn::prelude::*;
-use burn::tensor::activation::relu;
 
 use crate::blocks::{conv_macs, flatten, linear_macs, out_side, pad1};
 use crate::ops::{batch_norm, conv, dropout, max_pool};
@@ -66,14 +65,8 @@ impl FeatEx {
     }
 
     fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        let a = relu(conv::forward(
-            &self.conv3x3,
-            relu(conv::forward(&self.reduce, x.clone())),
-        ));
-        let b = relu(conv::forward(
-            &self.project,
-            max_pool::forward(&self.branch_pool, x),
-        ));
+        let a = conv::forward_relu(&self.conv3x3, conv::forward_relu(&self.reduce, x.clone()));
+        let b = conv::forward_relu(&self.project, max_pool::forward(&self.branch_pool, x));
         max_pool::forward(
             &self.pool,
             batch_norm::forward(&self.norm, Tensor::cat(vec![a, b], 1), false),
@@ -113,10 +106,7 @@ impl DeXpression {
     }
 
     pub fn forward(&self, images: Tensor<4>) -> Tensor<2> {
-        let x = max_pool::forward(
-            &self.stem_pool,
-            relu(conv::forward(&self.stem_conv, images)),
-        );
+        let x = max_pool::forward(&self.stem_pool, conv::forward_relu(&self.stem_conv, images));
         let x = batch_norm::forward(&self.stem_norm, x, false);
         let x = self.featex2.forward(self.featex1.forward(x));
         self.output

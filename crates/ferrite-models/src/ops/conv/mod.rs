@@ -16,6 +16,7 @@ use burn::backend::flex::FlexTensor;
 use burn::nn::conv::Conv2d;
 use burn::nn::{BatchNorm, PaddingConfig2d};
 use burn::prelude::*;
+use burn::tensor::activation::relu;
 use burn::tensor::ops::ConvOptions;
 
 use super::batch_norm;
@@ -34,6 +35,22 @@ pub fn forward(conv: &Conv2d, x: Tensor<4>) -> Tensor<4> {
         conv.bias.as_ref().map(|b| b.val()),
         options,
     )
+}
+
+/// `relu(conv(x))`. On burn-flex the ReLU is applied to each output map as the convolution
+/// writes it, not in a pass (and an autodiff node) of its own; in training the backward masks
+/// the output gradient with the output's zeros.
+pub fn forward_relu(conv: &Conv2d, x: Tensor<4>) -> Tensor<4> {
+    let weight = conv.weight.val();
+    let bias = conv.bias.as_ref().map(|b| b.val());
+    let mut operands = vec![operand(&x), operand(&weight)];
+    operands.extend(bias.as_ref().map(operand));
+    let g = options(conv).and_then(|options| geometry(&x, &weight, &options));
+    match (route(&operands), g) {
+        (Route::Flex, Some(g)) => plain(x, weight, bias, true, g),
+        (Route::TrackedFlex, Some(g)) => tracked::conv2d(x, weight, bias, true, g),
+        _ => relu(forward(conv, x)),
+    }
 }
 
 /// `norm(conv(x))`, then ReLU when `relu`. At inference on burn-flex the batch norm (running
@@ -93,8 +110,8 @@ pub fn conv2d(
     operands.extend(bias.as_ref().map(operand));
     let route = route(&operands);
     match (route, geometry(&x, &weight, &options)) {
-        (Route::Flex, Some(g)) => plain(x, weight, bias, g),
-        (Route::TrackedFlex, Some(g)) => tracked::conv2d(x, weight, bias, g),
+        (Route::Flex, Some(g)) => plain(x, weight, bias, false, g),
+        (Route::TrackedFlex, Some(g)) => tracked::conv2d(x, weight, bias, false, g),
         _ => burn::tensor::module::conv2d(x, weight, bias, options),
     }
 }
@@ -129,12 +146,19 @@ fn geometry(x: &Tensor<4>, weight: &Tensor<4>, options: &ConvOptions<2>) -> Opti
     })
 }
 
-/// Forward pass on plain burn-flex tensors (inference).
-fn plain(x: Tensor<4>, weight: Tensor<4>, bias: Option<Tensor<1>>, g: Geometry) -> Tensor<4> {
+/// Forward pass on plain burn-flex tensors (inference), then ReLU when `relu`.
+fn plain(
+    x: Tensor<4>,
+    weight: Tensor<4>,
+    bias: Option<Tensor<1>>,
+    relu: bool,
+    g: Geometry,
+) -> Tensor<4> {
     let flex = |t: Tensor<4>| t.try_into_primitive::<Flex>().expect("routed as flex");
     let bias = bias.map(|b| contiguous(&b.try_into_primitive::<Flex>().expect("routed as flex")));
     let post = Epilogue {
         shift: bias.as_ref().map(f32s),
+        relu,
         ..Epilogue::default()
     };
     Tensor::from_primitive::<Flex>(forward_flex(&flex(x), &flex(weight), &post, &g))

@@ -214,3 +214,41 @@ fn conv_batch_norm_relu_at_inference_matches_burn() {
         assert_close(&ours.into_data(), &burns.into_data(), 1e-5, &what);
     }
 }
+
+#[test]
+fn conv_relu_matches_burn_at_inference_and_in_training() {
+    use burn::nn::PaddingConfig2d;
+    use burn::nn::conv::Conv2dConfig;
+    use burn::tensor::activation::relu;
+
+    for device in [Device::flex(), Device::flex().autodiff()] {
+        let conv = Conv2dConfig::new([3, 4], [3, 3])
+            .with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1))
+            .init(&device);
+        // Output, and in training the gradients of Σ y·r with respect to x and the weight.
+        let run = |ours: bool| {
+            let x = tensor([2, 3, 7, 6], 1, &device);
+            let x = if device.is_autodiff() {
+                x.require_grad()
+            } else {
+                x
+            };
+            let y = if ours {
+                super::forward_relu(&conv, x.clone())
+            } else {
+                relu(conv.forward(x.clone()))
+            };
+            let mut out = vec![y.clone().into_data()];
+            if device.is_autodiff() {
+                let grads = (y.clone() * tensor(y.dims(), 4, &device)).sum().backward();
+                out.push(x.grad(&grads).expect("x has a gradient").into_data());
+                let dw = conv.weight.grad(&grads).expect("w has a gradient");
+                out.push(dw.into_data());
+            }
+            out
+        };
+        for (ours, burns) in run(true).iter().zip(&run(false)) {
+            assert_close(ours, burns, 1e-5, &format!("conv + relu on {device:?}"));
+        }
+    }
+}

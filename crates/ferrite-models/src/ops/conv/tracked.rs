@@ -10,6 +10,7 @@ use burn::backend::autodiff::{Autodiff, NodeId};
 use burn::backend::flex::FlexTensor;
 use burn::backend::tensor::FloatTensor;
 use burn::prelude::*;
+use rayon::prelude::*;
 
 use super::forward_flex;
 use super::kernels::{self, Epilogue, Geometry};
@@ -18,8 +19,9 @@ use crate::ops::{contiguous, f32s, flex_tensor};
 
 type Tracked = Autodiff<Flex>;
 
-/// The recorded input and weight, and the shapes.
-type State = (NodeId, NodeId, Geometry);
+/// The recorded input and weight, the shapes, and the output when a ReLU was fused in (its
+/// zeros mask the gradient).
+type State = (NodeId, NodeId, Geometry, Option<FlexTensor>);
 
 /// Gradients of `conv(x, w) + b` with respect to its 2 (no bias) or 3 parents.
 #[derive(Debug)]
@@ -35,10 +37,12 @@ impl<const N: usize> Backward<Flex, N> for ConvBackward {
         checkpointer: &mut Checkpointer,
     ) {
         let output_grad = contiguous(&grads.consume::<Flex>(&ops.node));
-        let (x_id, w_id, g) = ops.state;
+        let (x_id, w_id, g, relu_output) = ops.state;
         let x = contiguous(&checkpointer.retrieve_node_output::<FlexTensor>(x_id));
         let w = contiguous(&checkpointer.retrieve_node_output::<FlexTensor>(w_id));
-        let (x, w, dy) = (f32s(&x), f32s(&w), f32s(&output_grad));
+        let masked = relu_output.map(|y| relu_grad(f32s(&output_grad), f32s(&contiguous(&y))));
+        let dy = masked.as_deref().unwrap_or_else(|| f32s(&output_grad));
+        let (x, w) = (f32s(&x), f32s(&w));
         let [x_node, w_node, bias_node] = [0, 1, 2].map(|i| ops.parents.get(i).cloned().flatten());
 
         let in_shape = [g.batch, g.in_channels, g.in_size[0], g.in_size[1]];
@@ -78,11 +82,13 @@ impl<const N: usize> Backward<Flex, N> for ConvBackward {
     }
 }
 
-/// `conv(x, w) + b` on tensors under autodiff, with [`ConvBackward`] as its gradient.
+/// `conv(x, w) + b`, then ReLU when `relu`, on tensors under autodiff, with [`ConvBackward`]
+/// as its gradient.
 pub(super) fn conv2d(
     x: Tensor<4>,
     weight: Tensor<4>,
     bias: Option<Tensor<1>>,
+    relu: bool,
     g: Geometry,
 ) -> Tensor<4> {
     let tracked = |t: Tensor<4>| {
@@ -97,6 +103,7 @@ pub(super) fn conv2d(
     let bias = b.as_ref().map(|b| contiguous(b.primitive()));
     let post = Epilogue {
         shift: bias.as_ref().map(f32s),
+        relu,
         ..Epilogue::default()
     };
     let forward = || forward_flex(x.primitive(), w.primitive(), &post, &g);
@@ -105,30 +112,51 @@ pub(super) fn conv2d(
     let y = match &b {
         Some(b) => {
             let prep = ConvBackward.prepare::<NoCheckpointing>([x.node(), w.node(), b.node()]);
-            track(prep.compute_bound(), &x, &w, g, forward)
+            track(prep.compute_bound(), &x, &w, g, relu, forward)
         }
         None => {
             let prep = ConvBackward.prepare::<NoCheckpointing>([x.node(), w.node()]);
-            track(prep.compute_bound(), &x, &w, g, forward)
+            track(prep.compute_bound(), &x, &w, g, relu, forward)
         }
     };
     Tensor::from_primitive::<Tracked>(y)
 }
 
-/// Runs the forward and, when a gradient is wanted, records the input and weight for
-/// [`ConvBackward`].
+/// Runs the forward and, when a gradient is wanted, records the input and weight (and with a
+/// fused ReLU, the output) for [`ConvBackward`].
 fn track<const N: usize>(
     prep: OpsPrep<ConvBackward, Flex, State, NoCheckpointing, N, ComputePropertyDone>,
     x: &FloatTensor<Tracked>,
     w: &FloatTensor<Tracked>,
     g: Geometry,
+    relu: bool,
     forward: impl Fn() -> FlexTensor,
 ) -> FloatTensor<Tracked> {
     match prep.stateful() {
         OpsKind::Tracked(mut prep) => {
-            let state = (prep.checkpoint(x), prep.checkpoint(w), g);
-            prep.finish(state, forward())
+            let y = forward();
+            let state = (
+                prep.checkpoint(x),
+                prep.checkpoint(w),
+                g,
+                relu.then(|| y.clone()),
+            );
+            prep.finish(state, y)
         }
         OpsKind::UnTracked(prep) => prep.finish(forward()),
     }
+}
+
+/// The gradient through a ReLU: `dy` where the output `y` is positive, else 0.
+fn relu_grad(dy: &[f32], y: &[f32]) -> Vec<f32> {
+    let mut masked = vec![0.0; dy.len()];
+    masked
+        .par_chunks_mut(1 << 14)
+        .zip(dy.par_chunks(1 << 14).zip(y.par_chunks(1 << 14)))
+        .for_each(|(out, (dy, y))| {
+            for ((o, &g), &v) in out.iter_mut().zip(dy).zip(y) {
+                *o = if v > 0.0 { g } else { 0.0 };
+            }
+        });
+    masked
 }

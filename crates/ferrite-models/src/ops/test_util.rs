@@ -31,10 +31,16 @@ pub fn assert_close(ours: &TensorData, reference: &TensorData, tolerance: f32, w
     assert_eq!(ours.shape(), reference.shape(), "{what}: shape");
     let a = ours.clone().try_into_vec::<f32>().expect("f32");
     let b = reference.clone().try_into_vec::<f32>().expect("f32");
-    let scale = b.iter().fold(1.0f32, |m, v| m.max(v.abs()));
-    let worst = a
+    assert_close_values(&a, &b, tolerance, what);
+}
+
+/// [`assert_close`] on plain values.
+pub fn assert_close_values(ours: &[f32], reference: &[f32], tolerance: f32, what: &str) {
+    assert_eq!(ours.len(), reference.len(), "{what}: length");
+    let scale = reference.iter().fold(1.0f32, |m, v| m.max(v.abs()));
+    let worst = ours
         .iter()
-        .zip(&b)
+        .zip(reference)
         .map(|(p, q)| (p - q).abs())
         .fold(0.0, f32::max);
     assert!(

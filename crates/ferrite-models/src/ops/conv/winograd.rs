@@ -519,38 +519,43 @@ fn output_grad_transform(
     }
 }
 
-/// The 16 transformed-input matrices `V[ξ]` (`[in, columns]`) of one band.
-fn transform_inputs(x: &[f32], g: &Geometry, tiles: &Tiling, band: &Band, v: &mut [f32]) {
+/// Runs `transform` on every plane of the band's images (`channels` planes of `plane_len`
+/// each), spreading plane `c` of image `i` into `out`'s 16 stacked `[channels, columns]`
+/// matrices at row `c`, from column `i · per_image`.
+fn transform_planes(
+    data: &[f32],
+    [channels, plane_len]: [usize; 2],
+    tiles: &Tiling,
+    band: &Band,
+    out: &mut [f32],
+    transform: impl Fn(&[f32], Spread<&mut [f32]>, &mut PlaneBuffers),
+) {
     let (columns, per_image) = (band.columns(tiles), band.per_image(tiles));
-    let image_len = g.in_channels * g.in_plane();
-    let images = x[band.first * image_len..].chunks_exact(image_len);
+    let image_len = channels * plane_len;
+    let images = data[band.first * image_len..].chunks_exact(image_len);
     let mut buf = PlaneBuffers::new(tiles);
     for (i, image) in images.take(band.images).enumerate() {
-        for (c, plane) in image.chunks_exact(g.in_plane()).enumerate() {
-            let at = Spread::new(
-                &mut v[c * columns + i * per_image..],
-                g.in_channels * columns,
-            );
-            input_transform(plane, g, tiles, band.rows.clone(), at, &mut buf);
+        for (c, plane) in image.chunks_exact(plane_len).enumerate() {
+            let at = &mut out[c * columns + i * per_image..];
+            transform(plane, Spread::new(at, channels * columns), &mut buf);
         }
     }
 }
 
+/// The 16 transformed-input matrices `V[ξ]` (`[in, columns]`) of one band.
+fn transform_inputs(x: &[f32], g: &Geometry, tiles: &Tiling, band: &Band, v: &mut [f32]) {
+    let shape = [g.in_channels, g.in_plane()];
+    transform_planes(x, shape, tiles, band, v, |plane, at, buf| {
+        input_transform(plane, g, tiles, band.rows.clone(), at, buf)
+    });
+}
+
 /// The 16 transformed output-gradient matrices `Ŷ[ξ]` (`[out, columns]`) of one band.
 fn transform_output_grads(dy: &[f32], g: &Geometry, tiles: &Tiling, band: &Band, yhat: &mut [f32]) {
-    let (columns, per_image) = (band.columns(tiles), band.per_image(tiles));
-    let image_len = g.out_channels * g.out_plane();
-    let images = dy[band.first * image_len..].chunks_exact(image_len);
-    let mut buf = PlaneBuffers::new(tiles);
-    for (i, image) in images.take(band.images).enumerate() {
-        for (k, map) in image.chunks_exact(g.out_plane()).enumerate() {
-            let at = Spread::new(
-                &mut yhat[k * columns + i * per_image..],
-                g.out_channels * columns,
-            );
-            output_grad_transform(map, g, tiles, band.rows.clone(), at, &mut buf);
-        }
-    }
+    let shape = [g.out_channels, g.out_plane()];
+    transform_planes(dy, shape, tiles, band, yhat, |map, at, buf| {
+        output_grad_transform(map, g, tiles, band.rows.clone(), at, buf)
+    });
 }
 
 /// Plane `xi` of 16 stacked `[rows, cols]` matrices.
@@ -693,7 +698,7 @@ pub fn gradients(
 mod tests {
     use super::super::kernels::{self, Epilogue, Geometry};
     use super::*;
-    use crate::ops::test_util::values;
+    use crate::ops::test_util::{assert_close_values, values};
 
     fn geometry(batch: usize, channels: [usize; 2], size: [usize; 2], pad: [usize; 2]) -> Geometry {
         let out = |axis: usize| size[axis] + 2 * pad[axis] - 2;
@@ -746,17 +751,7 @@ mod tests {
             (dw.unwrap_or_default(), dw_ref, "weight grad"),
         ];
         for (ours, reference, what) in pairs {
-            assert_eq!(ours.len(), reference.len(), "{what}");
-            let scale = reference.iter().fold(1.0f32, |m, v| m.max(v.abs()));
-            let worst = ours
-                .iter()
-                .zip(&reference)
-                .map(|(a, b)| (a - b).abs())
-                .fold(0.0, f32::max);
-            assert!(
-                worst <= 1e-5 * scale,
-                "{what} {g:?}: differs by {worst} (scale {scale})"
-            );
+            assert_close_values(&ours, &reference, 1e-5, &format!("{what} {g:?}"));
         }
     }
 

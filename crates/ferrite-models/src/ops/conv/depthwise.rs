@@ -85,8 +85,10 @@ pub fn forward(x: &[f32], w: &[f32], post: &Epilogue, g: &Geometry) -> Vec<f32> 
     };
     let (plane_in, plane_out, taps) = (g.in_plane(), g.out_plane(), g.kernel_area());
     let mut y = vec![0.0; g.output_len()];
+    // Tasks of at least 64 k outputs: at batch 1, waking the other thread for less cost more
+    // than it saved (mini-Xception 0.45 → 0.41 ms per image, measured; no change at batch 64).
     y.par_chunks_mut(plane_out)
-        .with_min_len(min_items(plane_out))
+        .with_min_len(4 * min_items(plane_out))
         .enumerate()
         .for_each_init(
             || (vec![0.0; wide.len()], vec![0.0; wide.len()]),

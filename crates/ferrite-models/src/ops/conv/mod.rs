@@ -16,7 +16,7 @@ use burn::backend::flex::FlexTensor;
 use burn::nn::conv::Conv2d;
 use burn::nn::{BatchNorm, PaddingConfig2d};
 use burn::prelude::*;
-use burn::tensor::activation::relu;
+use burn::tensor::activation;
 use burn::tensor::ops::ConvOptions;
 
 use super::batch_norm;
@@ -41,16 +41,11 @@ pub fn forward(conv: &Conv2d, x: Tensor<4>) -> Tensor<4> {
 /// writes it, not in a pass (and an autodiff node) of its own; in training the backward masks
 /// the output gradient with the output's zeros.
 pub fn forward_relu(conv: &Conv2d, x: Tensor<4>) -> Tensor<4> {
-    let weight = conv.weight.val();
+    let Some(options) = options(conv) else {
+        return activation::relu(conv.forward(x));
+    };
     let bias = conv.bias.as_ref().map(|b| b.val());
-    let mut operands = vec![operand(&x), operand(&weight)];
-    operands.extend(bias.as_ref().map(operand));
-    let g = options(conv).and_then(|options| geometry(&x, &weight, &options));
-    match (route(&operands), g) {
-        (Route::Flex, Some(g)) => plain(x, weight, bias, true, g),
-        (Route::TrackedFlex, Some(g)) => tracked::conv2d(x, weight, bias, true, g),
-        _ => relu(forward(conv, x)),
-    }
+    conv2d_then_relu(x, conv.weight.val(), bias, options, true)
 }
 
 /// `norm(conv(x))`, then ReLU when `relu`. At inference on burn-flex the batch norm (running
@@ -106,13 +101,28 @@ pub fn conv2d(
     bias: Option<Tensor<1>>,
     options: ConvOptions<2>,
 ) -> Tensor<4> {
+    conv2d_then_relu(x, weight, bias, options, false)
+}
+
+/// [`conv2d`], then ReLU when `relu`: in the kernels' epilogue where they run the
+/// convolution, as Burn's two ops where Burn does.
+fn conv2d_then_relu(
+    x: Tensor<4>,
+    weight: Tensor<4>,
+    bias: Option<Tensor<1>>,
+    options: ConvOptions<2>,
+    relu: bool,
+) -> Tensor<4> {
     let mut operands = vec![operand(&x), operand(&weight)];
     operands.extend(bias.as_ref().map(operand));
     let route = route(&operands);
     match (route, geometry(&x, &weight, &options)) {
-        (Route::Flex, Some(g)) => plain(x, weight, bias, false, g),
-        (Route::TrackedFlex, Some(g)) => tracked::conv2d(x, weight, bias, false, g),
-        _ => burn::tensor::module::conv2d(x, weight, bias, options),
+        (Route::Flex, Some(g)) => plain(x, weight, bias, relu, g),
+        (Route::TrackedFlex, Some(g)) => tracked::conv2d(x, weight, bias, relu, g),
+        _ => {
+            let y = burn::tensor::module::conv2d(x, weight, bias, options);
+            if relu { activation::relu(y) } else { y }
+        }
     }
 }
 

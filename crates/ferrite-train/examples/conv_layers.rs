@@ -1,8 +1,8 @@
-//! Milliseconds per convolution layer of seed-cnn, VGG and DeXpression at batch 64 (48×48 input), as a
+//! Milliseconds per convolution layer of seed-cnn, VGG and DeXpression at batch 64 (48×48 input; or BATCH), as a
 //! training step runs them: forward on the autodiff device, then both gradients. Compare the
 //! kernels with `FERRITE_KERNELS=im2col` (no Winograd) or `burn`.
 //!
-//!   conv_layers [REPS] [LAYER-SUBSTRING]
+//!   conv_layers [REPS] [LAYER-SUBSTRING] [BATCH]
 
 use std::time::Instant;
 
@@ -44,7 +44,10 @@ fn main() {
         .unwrap_or(5);
     let filter = std::env::args().nth(2).unwrap_or_default();
     let device = Device::flex().autodiff();
-    let batch = 64;
+    let batch: usize = std::env::args()
+        .nth(3)
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(64);
     println!("| layer | forward ms | fwd+bwd ms | GMAC/s (fwd+bwd, direct count) |");
     println!("|---|---|---|---|");
     let mut total = 0.0;
@@ -75,7 +78,7 @@ fn main() {
         let macs = (batch * cout * out * out * cin * k * k) as f64;
         total += both;
         println!(
-            "| {name} | {forward:.1} | {both:.1} | {:.0} |",
+            "| {name} | {forward:.2} | {both:.2} | {:.0} |",
             3.0 * macs / both / 1e6
         );
     }

@@ -115,6 +115,14 @@ impl<'a> Mat<'a> {
         }
     }
 
+    /// `rows × cols` with rows `row_stride` apart.
+    pub(super) fn strided(data: &'a [f32], rows: usize, cols: usize, row_stride: usize) -> Self {
+        Self {
+            row_stride,
+            ..Self::rows(data, rows, cols)
+        }
+    }
+
     pub(super) fn t(self) -> Self {
         Self {
             rows: self.cols,

@@ -120,8 +120,9 @@ fn dilated_asymmetric_padding() {
 #[test]
 fn winograd_layer_matches_burn() {
     // A VGG-like layer, on the Winograd path end to end (winograd.rs tests the edge cases),
-    // on two threads whatever the machine, so the batch fills them.
-    let case = Case::new([2, 64, 10, 9], 64, 3, 1, 1).with_bias();
+    // on two threads whatever the machine, so the batch fills them; enough tiles to repay
+    // the filter transform.
+    let case = Case::new([2, 64, 24, 23], 64, 3, 1, 1).with_bias();
     let pool = rayon::ThreadPoolBuilder::new().num_threads(2).build();
     pool.expect("a thread pool").install(|| {
         assert!(super::winograd::applies(&geometry_of(&case)));

@@ -21,7 +21,9 @@ use std::ops::Range;
 use multiversion::multiversion;
 use rayon::prelude::*;
 
-use super::kernels::{Epilogue, Geometry, Mat, gemm_into, per_image, plan, sum_parts};
+use gemm::Parallelism;
+
+use super::kernels::{Epilogue, Geometry, Mat, gemm_into, plan, sum_parts};
 
 /// Transformed positions per tile: a 4×4 input tile.
 const XI: usize = 16;
@@ -36,14 +38,17 @@ const CACHE_VALUES: usize = 1 << 20;
 /// Whether the Winograd kernels run this convolution: one they cover, with enough channels
 /// that the 16 products outweigh the transforms.
 pub fn applies(g: &Geometry) -> bool {
-    covers(g) && pays_off(g) && fills_threads(g) && !crate::ops::im2col_forced()
+    covers(g) && pays_off(g) && enough_tiles(g) && !crate::ops::im2col_forced()
 }
 
-/// The transforms run one group of images per thread; with fewer images than threads they
-/// would leave threads idle where im2col's products use them all (VGG at batch 1: 8.5 ms
-/// against 5.9 ms).
-fn fills_threads(g: &Geometry) -> bool {
-    g.batch >= rayon::current_num_threads()
+/// The filter transform costs the same however many tiles share it; with few tiles in the
+/// whole batch it is not repaid. Measured at batch 1 (`conv_layers 41 vgg 1`): VGG's 64→64
+/// at 48² (576 tiles) 0.61 ms against im2col's 0.95; 128→128 at 24² (144) 0.66 against 0.65;
+/// 512→512 at 6² (9) 1.79 against 1.01.
+const MIN_TILES: usize = 256;
+
+fn enough_tiles(g: &Geometry) -> bool {
+    g.batch * g.out_size[0].div_ceil(2) * g.out_size[1].div_ceil(2) >= MIN_TILES
 }
 
 /// Dense 3×3, stride 1, no dilation (any padding).
@@ -129,11 +134,6 @@ impl Tiling {
             images,
             rows: r..(r + step).min(rows),
         })
-    }
-
-    /// Multiply-adds of one pass's matrix products over the whole batch.
-    fn macs(&self, g: &Geometry) -> usize {
-        XI * g.in_channels * g.out_channels * self.rows * self.cols * g.batch
     }
 }
 
@@ -519,43 +519,90 @@ fn output_grad_transform(
     }
 }
 
-/// Runs `transform` on every plane of the band's images (`channels` planes of `plane_len`
-/// each), spreading plane `c` of image `i` into `out`'s 16 stacked `[channels, columns]`
-/// matrices at row `c`, from column `i · per_image`.
-fn transform_planes(
-    data: &[f32],
-    [channels, plane_len]: [usize; 2],
-    tiles: &Tiling,
-    band: &Band,
-    out: &mut [f32],
-    transform: impl Fn(&[f32], Spread<&mut [f32]>, &mut PlaneBuffers),
-) {
-    let (columns, per_image) = (band.columns(tiles), band.per_image(tiles));
-    let image_len = channels * plane_len;
-    let images = data[band.first * image_len..].chunks_exact(image_len);
-    let mut buf = PlaneBuffers::new(tiles);
-    for (i, image) in images.take(band.images).enumerate() {
-        for (c, plane) in image.chunks_exact(plane_len).enumerate() {
-            let at = &mut out[c * columns + i * per_image..];
-            transform(plane, Spread::new(at, channels * columns), &mut buf);
+/// How a band's work is spread over the threads. With at least one group of images per
+/// thread, each thread runs whole groups and everything inside a group runs on it alone
+/// (`Groups`). With fewer groups (batch 1) each stage of a band is split instead: the plane
+/// transforms by channel, the 16 products by position `ξ` (`Stages`).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Spreading {
+    Groups,
+    Stages,
+}
+
+impl Spreading {
+    fn of(tiles: &Tiling) -> Self {
+        if tiles.groups >= rayon::current_num_threads() {
+            Self::Groups
+        } else {
+            Self::Stages
+        }
+    }
+
+    /// The smallest piece a stage of `items` pieces is cut into: all of it when the stage runs
+    /// on the calling thread.
+    fn min_len(self, items: usize) -> usize {
+        match self {
+            Self::Groups => items.max(1),
+            Self::Stages => 1,
         }
     }
 }
 
-/// The 16 transformed-input matrices `V[ξ]` (`[in, columns]`) of one band.
-fn transform_inputs(x: &[f32], g: &Geometry, tiles: &Tiling, band: &Band, v: &mut [f32]) {
+/// Runs `transform` on every plane of the band's images (`channels` planes of `plane_len`
+/// each). The band's transformed planes are `[channels][16][columns]`: channel `c` of image
+/// `i` fills columns `i · per_image..` of the 16 rows of `out`'s chunk `c`, so that channels
+/// can be transformed in parallel.
+fn transform_planes(
+    data: &[f32],
+    [channels, plane_len]: [usize; 2],
+    (tiles, band, spreading): (&Tiling, &Band, Spreading),
+    out: &mut [f32],
+    transform: impl Fn(&[f32], Spread<&mut [f32]>, &mut PlaneBuffers) + Sync,
+) {
+    let (columns, per_image) = (band.columns(tiles), band.per_image(tiles));
+    let image_len = channels * plane_len;
+    out[..channels * XI * columns]
+        .par_chunks_mut(XI * columns)
+        .with_min_len(spreading.min_len(channels))
+        .enumerate()
+        .for_each_init(
+            || PlaneBuffers::new(tiles),
+            |buf, (c, rows)| {
+                for i in 0..band.images {
+                    let plane = &data[(band.first + i) * image_len + c * plane_len..][..plane_len];
+                    let at = Spread::new(&mut rows[i * per_image..], columns);
+                    transform(plane, at, buf);
+                }
+            },
+        );
+}
+
+/// The transformed input planes of one band (`[in][16][columns]`, see [`transform_planes`]).
+fn transform_inputs(x: &[f32], g: &Geometry, band: (&Tiling, &Band, Spreading), v: &mut [f32]) {
+    let (tiles, rows) = (band.0, band.1.rows.clone());
     let shape = [g.in_channels, g.in_plane()];
-    transform_planes(x, shape, tiles, band, v, |plane, at, buf| {
-        input_transform(plane, g, tiles, band.rows.clone(), at, buf)
+    transform_planes(x, shape, band, v, |plane, at, buf| {
+        input_transform(plane, g, tiles, rows.clone(), at, buf)
     });
 }
 
-/// The 16 transformed output-gradient matrices `Ŷ[ξ]` (`[out, columns]`) of one band.
-fn transform_output_grads(dy: &[f32], g: &Geometry, tiles: &Tiling, band: &Band, yhat: &mut [f32]) {
+/// The transformed output-gradient planes of one band (`[out][16][columns]`).
+fn transform_output_grads(
+    dy: &[f32],
+    g: &Geometry,
+    band: (&Tiling, &Band, Spreading),
+    yhat: &mut [f32],
+) {
+    let (tiles, rows) = (band.0, band.1.rows.clone());
     let shape = [g.out_channels, g.out_plane()];
-    transform_planes(dy, shape, tiles, band, yhat, |map, at, buf| {
-        output_grad_transform(map, g, tiles, band.rows.clone(), at, buf)
+    transform_planes(dy, shape, band, yhat, |map, at, buf| {
+        output_grad_transform(map, g, tiles, rows.clone(), at, buf)
     });
+}
+
+/// Position `xi` of transformed planes laid out by [`transform_planes`]: `[rows, columns]`.
+fn position(data: &[f32], xi: usize, rows: usize, columns: usize) -> Mat<'_> {
+    Mat::strided(&data[xi * columns..], rows, columns, XI * columns)
 }
 
 /// Plane `xi` of 16 stacked `[rows, cols]` matrices.
@@ -563,43 +610,69 @@ fn plane(data: &[f32], xi: usize, rows: usize, cols: usize) -> Mat<'_> {
     Mat::rows(&data[xi * rows * cols..(xi + 1) * rows * cols], rows, cols)
 }
 
+/// Runs `product(ξ, out)` for the 16 positions, `out` being the `ξ`-th of 16 equal chunks of
+/// `data`'s first `16 · len` values.
+fn for_each_position(
+    data: &mut [f32],
+    len: usize,
+    spreading: Spreading,
+    product: impl Fn(usize, &mut [f32]) + Sync,
+) {
+    data[..XI * len]
+        .par_chunks_mut(len)
+        .with_min_len(spreading.min_len(XI))
+        .enumerate()
+        .for_each(|(xi, out)| product(xi, out));
+}
+
 /// `y = epilogue(conv(x, w))`.
 pub fn forward(x: &[f32], w: &[f32], post: &Epilogue, g: &Geometry) -> Vec<f32> {
     let tiles = Tiling::new(g);
+    let spreading = Spreading::of(&tiles);
     let u = filter_transform(w, g);
     let (c, k) = (g.in_channels, g.out_channels);
     let image_out = k * g.out_plane();
     let mut y = vec![0.0; g.output_len()];
     let chunk = tiles.images * image_out;
     let scratch = XI * (c + k) * tiles.columns();
-    let work = |group, out: &mut [f32], scratch: &mut Vec<f32>, parallelism| {
-        let mut buf = PlaneBuffers::new(&tiles);
+    let work = |group, out: &mut [f32], scratch: &mut Vec<f32>| {
         for band in tiles.bands(group, g.batch) {
             let p = band.columns(&tiles);
             let (v, m) = scratch.split_at_mut(XI * c * tiles.columns());
-            transform_inputs(x, g, &tiles, &band, v);
-            for xi in 0..XI {
-                let m = &mut m[xi * k * p..(xi + 1) * k * p];
-                gemm_into(
-                    m,
-                    plane(&u, xi, k, c),
-                    plane(v, xi, c, p),
-                    false,
-                    parallelism,
-                );
-            }
+            transform_inputs(x, g, (&tiles, &band, spreading), v);
+            for_each_position(m, k * p, spreading, |xi, m| {
+                let (u, v) = (plane(&u, xi, k, c), position(v, xi, c, p));
+                gemm_into(m, u, v, false, Parallelism::None);
+            });
             let out_rows = 2 * band.rows.start * g.out_size[1]
                 ..(2 * band.rows.end).min(g.out_size[0]) * g.out_size[1];
-            for (i, image) in out.chunks_exact_mut(image_out).enumerate() {
-                for (channel, map) in image.chunks_exact_mut(g.out_plane()).enumerate() {
-                    let at = Spread::new(&m[channel * p + i * band.per_image(&tiles)..], k * p);
-                    output_transform(at, g, &tiles, band.rows.clone(), map, &mut buf);
-                    post.apply_map(&mut map[out_rows.clone()], channel);
-                }
-            }
+            let m = &*m;
+            out.par_chunks_mut(g.out_plane())
+                .with_min_len(spreading.min_len(band.images * k))
+                .enumerate()
+                .for_each_init(
+                    || PlaneBuffers::new(&tiles),
+                    |buf, (n, map)| {
+                        let (i, channel) = (n / k, n % k);
+                        let at = Spread::new(&m[channel * p + i * band.per_image(&tiles)..], k * p);
+                        output_transform(at, g, &tiles, band.rows.clone(), map, buf);
+                        post.apply_map(&mut map[out_rows.clone()], channel);
+                    },
+                );
         }
     };
-    per_image(&mut y, chunk, scratch, tiles.macs(g), work);
+    match spreading {
+        Spreading::Groups => y.par_chunks_mut(chunk).enumerate().for_each_init(
+            || vec![0.0; scratch],
+            |scratch, (n, out)| work(n, out, scratch),
+        ),
+        Spreading::Stages => {
+            let mut scratch = vec![0.0; scratch];
+            for (n, out) in y.chunks_mut(chunk).enumerate() {
+                work(n, out, &mut scratch);
+            }
+        }
+    }
     y
 }
 
@@ -632,32 +705,39 @@ pub fn gradients(
         v: vec![0.0; XI * c * tiles.columns()],
         du: vec![0.0; if want_weight { XI * k * c } else { 0 }],
     };
-    let group = |group: usize, dx: &mut [f32], s: &mut GradScratch, parallelism| {
-        let mut buf = PlaneBuffers::new(&tiles);
+    let spreading = Spreading::of(&tiles);
+    let group = |group: usize, dx: &mut [f32], s: &mut GradScratch| {
         for band in tiles.bands(group, g.batch) {
             let p = band.columns(&tiles);
-            transform_output_grads(dy, g, &tiles, &band, &mut s.yhat);
+            let band_of = (&tiles, &band, spreading);
+            transform_output_grads(dy, g, band_of, &mut s.yhat);
+            let yhat = &s.yhat;
             if let Some(u) = &u {
-                for xi in 0..XI {
-                    let dv = &mut s.v[xi * c * p..(xi + 1) * c * p];
+                for_each_position(&mut s.v, c * p, spreading, |xi, dv| {
                     let ut = plane(u, xi, k, c).t();
-                    gemm_into(dv, ut, plane(&s.yhat, xi, k, p), false, parallelism);
-                }
-                for (i, image) in dx.chunks_exact_mut(image_in).enumerate() {
-                    for (channel, input) in image.chunks_exact_mut(g.in_plane()).enumerate() {
-                        let at = &s.v[channel * p + i * band.per_image(&tiles)..];
-                        let at = Spread::new(at, c * p);
-                        input_scatter(at, g, &tiles, band.rows.clone(), input, &mut buf);
-                    }
-                }
+                    gemm_into(dv, ut, position(yhat, xi, k, p), false, Parallelism::None);
+                });
+                let dv = &s.v;
+                dx.par_chunks_mut(g.in_plane())
+                    .with_min_len(spreading.min_len(band.images * c))
+                    .enumerate()
+                    .for_each_init(
+                        || PlaneBuffers::new(&tiles),
+                        |buf, (n, input)| {
+                            let (i, channel) = (n / c, n % c);
+                            let at = &dv[channel * p + i * band.per_image(&tiles)..];
+                            let at = Spread::new(at, c * p);
+                            input_scatter(at, g, &tiles, band.rows.clone(), input, buf);
+                        },
+                    );
             }
             if want_weight {
-                transform_inputs(x, g, &tiles, &band, &mut s.v);
-                for xi in 0..XI {
-                    let du = &mut s.du[xi * k * c..(xi + 1) * k * c];
-                    let vt = plane(&s.v, xi, c, p).t();
-                    gemm_into(du, plane(&s.yhat, xi, k, p), vt, true, parallelism);
-                }
+                transform_inputs(x, g, band_of, &mut s.v);
+                let v = &s.v;
+                for_each_position(&mut s.du, k * c, spreading, |xi, du| {
+                    let vt = position(v, xi, c, p).t();
+                    gemm_into(du, position(yhat, xi, k, p), vt, true, Parallelism::None);
+                });
             }
         }
     };
@@ -668,27 +748,29 @@ pub fn gradients(
     } else {
         (0..tiles.groups).map(|_| &mut [][..]).collect()
     };
-    let (parallel, parallelism) = plan(tiles.groups, tiles.macs(g));
-    let partial_du: Vec<Vec<f32>> = if parallel {
-        // At most one fold (and one partial dU) per thread; rayon splits only where both
-        // halves keep this many groups, hence rounding down.
-        let per_thread = (tiles.groups / rayon::current_num_threads()).max(1);
-        chunks
-            .into_par_iter()
-            .with_min_len(per_thread)
-            .enumerate()
-            .fold(scratch, |mut s, (n, dx)| {
-                group(n, dx, &mut s, parallelism);
-                s
-            })
-            .map(|s| s.du)
-            .collect()
-    } else {
-        let mut s = scratch();
-        for (n, dx) in chunks.into_iter().enumerate() {
-            group(n, dx, &mut s, parallelism);
+    let partial_du: Vec<Vec<f32>> = match spreading {
+        Spreading::Groups => {
+            // At most one fold (and one partial dU) per thread; rayon splits only where both
+            // halves keep this many groups, hence rounding down.
+            let per_thread = (tiles.groups / rayon::current_num_threads()).max(1);
+            chunks
+                .into_par_iter()
+                .with_min_len(per_thread)
+                .enumerate()
+                .fold(scratch, |mut s, (n, dx)| {
+                    group(n, dx, &mut s);
+                    s
+                })
+                .map(|s| s.du)
+                .collect()
         }
-        vec![s.du]
+        Spreading::Stages => {
+            let mut s = scratch();
+            for (n, dx) in chunks.into_iter().enumerate() {
+                group(n, dx, &mut s);
+            }
+            vec![s.du]
+        }
     };
     let dw = want_weight.then(|| filter_grad(&sum_parts(partial_du), g));
     (want_input.then_some(dx), dw)
@@ -780,9 +862,31 @@ mod tests {
     }
 
     #[test]
+    fn groups_per_thread_and_stages_split_over_threads() {
+        // On two threads: batch 1 splits each band's stages (large maps in several bands,
+        // small ones in one); batch 5 runs groups of images per thread.
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(2)
+            .build()
+            .expect("thread pool");
+        pool.install(|| {
+            for (g, spreading) in [
+                (geometry(1, [64, 64], [48, 45], [1, 1]), Spreading::Stages),
+                (geometry(1, [6, 5], [7, 9], [1, 1]), Spreading::Stages),
+                (geometry(5, [6, 5], [7, 9], [1, 1]), Spreading::Groups),
+            ] {
+                assert!(Spreading::of(&Tiling::new(&g)) == spreading, "{g:?}");
+                assert_matches_im2col(&g);
+            }
+        });
+    }
+
+    #[test]
     fn chosen_by_channels_and_map_size() {
         let vgg = |c, k, side| pays_off(&geometry(64, [c, k], [side, side], [1, 1]));
         assert!(vgg(64, 64, 48) && vgg(96, 208, 12) && vgg(512, 512, 6));
         assert!(!vgg(32, 64, 12) && !vgg(96, 208, 6) && !vgg(1, 64, 48));
+        let tiles = |batch, side| enough_tiles(&geometry(batch, [64, 64], [side, side], [1, 1]));
+        assert!(tiles(1, 48) && tiles(64, 6) && !tiles(1, 24) && !tiles(3, 12));
     }
 }

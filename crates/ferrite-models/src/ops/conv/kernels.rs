@@ -3,8 +3,10 @@
 //!
 //! Dense convolutions are im2col + one matrix product per image (`gemm`, the crate burn-flex
 //! itself multiplies with): the forward is `W · cols`, the weight gradient `dY · colsᵀ` summed
-//! over the batch, the input gradient `Wᵀ · dY` scattered back by col2im. A 1×1 stride-1
-//! convolution needs no im2col at all: the image already is its column matrix.
+//! over the batch, the input gradient `Wᵀ · dY` scattered back by col2im. The column matrix
+//! is built from zero-padded, stride-split copies of each channel ([`Phases`]), one contiguous
+//! copy per row. A 1×1 stride-1 convolution needs no im2col at all: the image already is its
+//! column matrix.
 //!
 //! Work is split over images (or channels) across rayon's threads, with one single-threaded
 //! matrix product each; a batch smaller than the thread count lets `gemm` use the threads
@@ -12,6 +14,7 @@
 //! [`gemm_into`] checks first.
 
 use gemm::Parallelism;
+use multiversion::multiversion;
 use rayon::prelude::*;
 
 use crate::ops::{affine_in_place, lane_sum, min_items};
@@ -199,78 +202,168 @@ pub(super) fn plan(items: usize, macs: usize) -> (bool, Parallelism) {
     }
 }
 
-/// One image's column matrix `[C·KH·KW, OH·OW]`; rows in (channel, tap-y, tap-x) order.
-fn im2col(image: &[f32], g: &Geometry, cols: &mut [f32]) {
+/// A dense convolution's input laid out so that each row of its column matrix is one
+/// contiguous copy: each channel zero-padded and split into `stride²` phase planes (phase
+/// `(a, b)` holds the padded pixels `(i·sy + a, j·sx + b)`). Kernel tap `(ky, kx)` then reads
+/// output position `(oy, ox)` from phase `(ky % sy, kx % sx)` at `(oy + ky / sy, ox + kx / sx)`
+/// (dilation scales the taps), so the tap's whole row is the phase plane from one offset on.
+///
+/// The column matrix is "wide": its rows are `out_h × width` with `width` the phase planes'
+/// width, which is at least `out_w`. The extra columns of each row hold whatever the copy
+/// brings along; the forward drops them, and the output gradients put zeros there so they add
+/// nothing to either gradient. Before, im2col copied every (channel, tap, output row) as its own
+/// short run, with zero fills at the borders: a third of seed-cnn's training step.
+#[derive(Debug, Clone, Copy)]
+struct Phases {
+    stride: [usize; 2],
+    /// Rows and columns of one phase plane (one zero row of slack below, so the last tap's
+    /// copy stays inside).
+    size: [usize; 2],
+}
+
+impl Phases {
+    fn new(g: &Geometry) -> Self {
+        let padded = |axis: usize| {
+            let span = g.dilation[axis] * (g.kernel[axis] - 1) + 1;
+            ((g.out_size[axis] - 1) * g.stride[axis] + span).max(g.pad[axis] + g.in_size[axis])
+        };
+        let [sy, sx] = g.stride;
+        Self {
+            stride: g.stride,
+            size: [padded(0).div_ceil(sy) + 1, padded(1).div_ceil(sx)],
+        }
+    }
+
+    fn plane_len(&self) -> usize {
+        self.size[0] * self.size[1]
+    }
+
+    /// One channel's phase planes.
+    fn channel_len(&self) -> usize {
+        self.stride[0] * self.stride[1] * self.plane_len()
+    }
+
+    /// Columns of the wide column matrix and of the wide output.
+    fn wide_len(&self, g: &Geometry) -> usize {
+        g.out_size[0] * self.size[1]
+    }
+
+    /// Where kernel tap `(ky, kx)`'s row starts in a channel's phase planes.
+    fn tap_offset(&self, g: &Geometry, ky: usize, kx: usize) -> usize {
+        let [sy, sx] = self.stride;
+        let (r, c) = (ky * g.dilation[0], kx * g.dilation[1]);
+        ((r % sy) * sx + c % sx) * self.plane_len() + (r / sy) * self.size[1] + c / sx
+    }
+
+    /// Where input pixel `(y, x)` lies in a channel's phase planes.
+    #[inline(always)]
+    fn position(&self, g: &Geometry, y: usize, x: usize) -> usize {
+        let [sy, sx] = self.stride;
+        let (py, px) = (y + g.pad[0], x + g.pad[1]);
+        ((py % sy) * sx + px % sx) * self.plane_len() + (py / sy) * self.size[1] + px / sx
+    }
+
+    /// The start of each input row's run in each column phase: row `y`'s pixels `x ≡ b (mod
+    /// sx)` after padding are adjacent there.
+    #[inline(always)]
+    fn row_runs(self, g: &Geometry, y: usize) -> impl Iterator<Item = (usize, usize)> {
+        let (sx, g) = (self.stride[1], *g);
+        // The first input column of each column phase, and where it goes.
+        (0..sx.min(g.in_size[1])).map(move |first| (first, self.position(&g, y, first)))
+    }
+}
+
+/// `channel` (one input plane) into its zeroed phase planes `out`.
+#[multiversion(targets = "simd")]
+fn split_phases(channel: &[f32], g: &Geometry, ph: &Phases, out: &mut [f32]) {
     let [_, in_w] = g.in_size;
-    let [out_h, out_w] = g.out_size;
-    let mut rows = cols.chunks_exact_mut(g.out_plane());
-    for channel in image.chunks_exact(g.in_plane()) {
-        for ky in 0..g.kernel[0] {
-            let (y0, y1, dy) = g.valid(0, ky);
-            for kx in 0..g.kernel[1] {
-                let (x0, x1, dx) = g.valid(1, kx);
-                let row = rows.next().expect("cols holds one row per channel and tap");
-                for (oy, out) in row.chunks_exact_mut(out_w).enumerate().take(out_h) {
-                    if oy < y0 || oy >= y1 || x0 == x1 {
-                        out.fill(0.0);
-                        continue;
-                    }
-                    let line =
-                        &channel[(oy as isize * g.stride[0] as isize + dy) as usize * in_w..];
-                    out[..x0].fill(0.0);
-                    out[x1..].fill(0.0);
-                    let start = (x0 as isize * g.stride[1] as isize + dx) as usize;
-                    if g.stride[1] == 1 {
-                        out[x0..x1].copy_from_slice(&line[start..start + x1 - x0]);
-                    } else {
-                        for (o, v) in out[x0..x1]
-                            .iter_mut()
-                            .zip(line[start..].iter().step_by(g.stride[1]))
-                        {
-                            *o = *v;
-                        }
-                    }
+    let sx = ph.stride[1];
+    out.fill(0.0);
+    for (y, row) in channel.chunks_exact(in_w).enumerate() {
+        for (first, at) in ph.row_runs(g, y) {
+            let run = &mut out[at..];
+            if sx == 1 {
+                run[..in_w].copy_from_slice(row);
+            } else {
+                for (o, v) in run.iter_mut().zip(row[first..].iter().step_by(sx)) {
+                    *o = *v;
                 }
             }
         }
     }
 }
 
-/// The inverse scatter of [`im2col`]: adds each column entry back onto its input pixel.
-fn col2im(cols: &[f32], g: &Geometry, image: &mut [f32]) {
+/// The adjoint of [`split_phases`]: each input pixel's value in the phase planes, back into
+/// `channel` (padding dropped).
+#[multiversion(targets = "simd")]
+fn merge_phases(phases: &[f32], g: &Geometry, ph: &Phases, channel: &mut [f32]) {
     let [_, in_w] = g.in_size;
-    let [out_h, out_w] = g.out_size;
-    image.fill(0.0);
-    let mut rows = cols.chunks_exact(g.out_plane());
-    for channel in image.chunks_exact_mut(g.in_plane()) {
-        for ky in 0..g.kernel[0] {
-            let (y0, y1, dy) = g.valid(0, ky);
-            for kx in 0..g.kernel[1] {
-                let (x0, x1, dx) = g.valid(1, kx);
-                let row = rows.next().expect("cols holds one row per channel and tap");
-                for (oy, grad) in row.chunks_exact(out_w).enumerate().take(out_h) {
-                    if oy < y0 || oy >= y1 || x0 == x1 {
-                        continue;
-                    }
-                    let line_start = (oy as isize * g.stride[0] as isize + dy) as usize * in_w;
-                    let line = &mut channel[line_start..];
-                    let start = (x0 as isize * g.stride[1] as isize + dx) as usize;
-                    if g.stride[1] == 1 {
-                        for (p, v) in line[start..start + x1 - x0].iter_mut().zip(&grad[x0..x1]) {
-                            *p += v;
-                        }
-                    } else {
-                        for (p, v) in line[start..]
-                            .iter_mut()
-                            .step_by(g.stride[1])
-                            .zip(&grad[x0..x1])
-                        {
-                            *p += v;
-                        }
-                    }
+    let sx = ph.stride[1];
+    for (y, row) in channel.chunks_exact_mut(in_w).enumerate() {
+        for (first, at) in ph.row_runs(g, y) {
+            let run = &phases[at..];
+            if sx == 1 {
+                row.copy_from_slice(&run[..in_w]);
+            } else {
+                for (o, v) in row[first..].iter_mut().step_by(sx).zip(run) {
+                    *o = *v;
                 }
             }
         }
+    }
+}
+
+/// One image's wide column matrix `[C·KH·KW, out_h·width]`; rows in (channel, tap-y, tap-x)
+/// order. `phases` is scratch of one channel's phase planes.
+fn im2col(image: &[f32], g: &Geometry, ph: &Phases, phases: &mut [f32], cols: &mut [f32]) {
+    let len = ph.wide_len(g);
+    let mut rows = cols.chunks_exact_mut(len);
+    for channel in image.chunks_exact(g.in_plane()) {
+        split_phases(channel, g, ph, phases);
+        for ky in 0..g.kernel[0] {
+            for kx in 0..g.kernel[1] {
+                let row = rows.next().expect("cols holds one row per channel and tap");
+                row.copy_from_slice(&phases[ph.tap_offset(g, ky, kx)..][..len]);
+            }
+        }
+    }
+}
+
+/// The adjoint of [`im2col`]: adds each wide column entry back onto its input pixel.
+fn col2im(cols: &[f32], g: &Geometry, ph: &Phases, phases: &mut [f32], image: &mut [f32]) {
+    let len = ph.wide_len(g);
+    let mut rows = cols.chunks_exact(len);
+    for channel in image.chunks_exact_mut(g.in_plane()) {
+        phases.fill(0.0);
+        for ky in 0..g.kernel[0] {
+            for kx in 0..g.kernel[1] {
+                let row = rows.next().expect("cols holds one row per channel and tap");
+                let at = &mut phases[ph.tap_offset(g, ky, kx)..][..len];
+                add_into(at, row);
+            }
+        }
+        merge_phases(phases, g, ph, channel);
+    }
+}
+
+#[multiversion(targets = "simd")]
+fn add_into(acc: &mut [f32], values: &[f32]) {
+    acc.iter_mut().zip(values).for_each(|(a, v)| *a += v);
+}
+
+/// `wide` (`[channels, out_h·width]`) without its extra columns, into `[channels, out_plane]`.
+fn narrow(wide: &[f32], g: &Geometry, ph: &Phases, out: &mut [f32]) {
+    let (width, out_w) = (ph.size[1], g.out_size[1]);
+    for (from, to) in wide.chunks_exact(width).zip(out.chunks_exact_mut(out_w)) {
+        to.copy_from_slice(&from[..out_w]);
+    }
+}
+
+/// The adjoint of [`narrow`] into a buffer whose wide columns are already zero.
+fn widen(maps: &[f32], g: &Geometry, ph: &Phases, wide: &mut [f32]) {
+    let (width, out_w) = (ph.size[1], g.out_size[1]);
+    for (from, to) in maps.chunks_exact(out_w).zip(wide.chunks_exact_mut(width)) {
+        to[..out_w].copy_from_slice(from);
     }
 }
 
@@ -305,27 +398,40 @@ pub fn dense_forward(x: &[f32], w: &[f32], post: &Epilogue, g: &Geometry) -> Vec
     let (k, l) = (g.patch_len(), g.out_plane());
     let image_len = g.in_channels * g.in_plane();
     let mut y = vec![0.0; g.output_len()];
-    let scratch = if g.is_pointwise() { 0 } else { k * l };
+    let weights = Mat::rows(w, g.out_channels, k);
+    if g.is_pointwise() {
+        per_image(
+            &mut y,
+            g.out_channels * l,
+            0,
+            g.macs(),
+            |n, out, _, parallelism| {
+                let image = &x[n * image_len..(n + 1) * image_len];
+                gemm_into(out, weights, Mat::rows(image, k, l), false, parallelism);
+                post.apply(out, l);
+            },
+        );
+        return y;
+    }
+    let ph = Phases::new(g);
+    let wide = ph.wide_len(g);
+    let scratch = [k * wide, ph.channel_len(), g.out_channels * wide];
     per_image(
         &mut y,
         g.out_channels * l,
-        scratch,
+        scratch.iter().sum(),
         g.macs(),
-        |n, out, cols, parallelism| {
-            let image = &x[n * image_len..(n + 1) * image_len];
-            let cols: &[f32] = if g.is_pointwise() {
-                image
-            } else {
-                im2col(image, g, cols);
-                cols
-            };
+        |n, out, buf, parallelism| {
+            let [cols, phases, wide_out] = split_scratch(buf, scratch);
+            im2col(&x[n * image_len..(n + 1) * image_len], g, &ph, phases, cols);
             gemm_into(
-                out,
-                Mat::rows(w, g.out_channels, k),
-                Mat::rows(cols, k, l),
+                wide_out,
+                weights,
+                Mat::rows(cols, k, wide),
                 false,
                 parallelism,
             );
+            narrow(wide_out, g, &ph, out);
             post.apply(out, l);
         },
     );
@@ -366,22 +472,36 @@ pub fn dense_input_grad(w: &[f32], dy: &[f32], g: &Geometry) -> Vec<f32> {
     let (k, l) = (g.patch_len(), g.out_plane());
     let grad_len = g.out_channels * l;
     let mut dx = vec![0.0; g.input_len()];
-    let scratch = if g.is_pointwise() { 0 } else { k * l };
     let image_len = g.in_channels * g.in_plane();
+    let wt = Mat::rows(w, g.out_channels, k).t();
+    if g.is_pointwise() {
+        per_image(
+            &mut dx,
+            image_len,
+            0,
+            g.macs(),
+            |n, dx_n, _, parallelism| {
+                let dy_n = Mat::rows(&dy[n * grad_len..(n + 1) * grad_len], g.out_channels, l);
+                gemm_into(dx_n, wt, dy_n, false, parallelism);
+            },
+        );
+        return dx;
+    }
+    let ph = Phases::new(g);
+    let wide = ph.wide_len(g);
+    let scratch = [k * wide, ph.channel_len(), g.out_channels * wide];
     per_image(
         &mut dx,
         image_len,
-        scratch,
+        scratch.iter().sum(),
         g.macs(),
-        |n, dx_n, dcols, parallelism| {
-            let dy_n = Mat::rows(&dy[n * grad_len..(n + 1) * grad_len], g.out_channels, l);
-            let wt = Mat::rows(w, g.out_channels, k).t();
-            if g.is_pointwise() {
-                gemm_into(dx_n, wt, dy_n, false, parallelism);
-            } else {
-                gemm_into(dcols, wt, dy_n, false, parallelism);
-                col2im(dcols, g, dx_n);
-            }
+        |n, dx_n, buf, parallelism| {
+            let [dcols, phases, wide_dy] = split_scratch(buf, scratch);
+            // The wide columns of `wide_dy` stay zero from the allocation on.
+            widen(&dy[n * grad_len..(n + 1) * grad_len], g, &ph, wide_dy);
+            let wide_dy = Mat::rows(wide_dy, g.out_channels, wide);
+            gemm_into(dcols, wt, wide_dy, false, parallelism);
+            col2im(dcols, g, &ph, phases, dx_n);
         },
     );
     dx
@@ -389,9 +509,9 @@ pub fn dense_input_grad(w: &[f32], dy: &[f32], g: &Geometry) -> Vec<f32> {
 
 /// `dL/dW` of a dense convolution: `Σₙ dYₙ · colsₙᵀ`, one partial sum per thread.
 pub fn dense_weight_grad(x: &[f32], dy: &[f32], g: &Geometry) -> Vec<f32> {
-    let (k, l) = (g.patch_len(), g.out_plane());
+    let k = g.patch_len();
     let image_len = g.in_channels * g.in_plane();
-    let grad_len = g.out_channels * l;
+    let grad_len = g.out_channels * g.out_plane();
     let (parallel, parallelism) = plan(g.batch, g.macs());
     let parts = if parallel {
         rayon::current_num_threads()
@@ -399,23 +519,52 @@ pub fn dense_weight_grad(x: &[f32], dy: &[f32], g: &Geometry) -> Vec<f32> {
         1
     };
     let per_part = g.batch.div_ceil(parts);
+    let ph = Phases::new(g);
     let partial = |part: usize| {
         let mut dw = vec![0.0; g.out_channels * k];
-        let mut cols = vec![0.0; if g.is_pointwise() { 0 } else { k * l }];
-        for n in part * per_part..((part + 1) * per_part).min(g.batch) {
-            let image = &x[n * image_len..(n + 1) * image_len];
-            let cols: &[f32] = if g.is_pointwise() {
-                image
-            } else {
-                im2col(image, g, &mut cols);
-                &cols
-            };
-            let dy_n = Mat::rows(&dy[n * grad_len..(n + 1) * grad_len], g.out_channels, l);
-            gemm_into(&mut dw, dy_n, Mat::rows(cols, k, l).t(), true, parallelism);
+        let images = part * per_part..((part + 1) * per_part).min(g.batch);
+        if g.is_pointwise() {
+            for n in images {
+                let image = Mat::rows(&x[n * image_len..(n + 1) * image_len], k, g.out_plane());
+                let dy_n = Mat::rows(
+                    &dy[n * grad_len..(n + 1) * grad_len],
+                    g.out_channels,
+                    g.out_plane(),
+                );
+                gemm_into(&mut dw, dy_n, image.t(), true, parallelism);
+            }
+            return dw;
+        }
+        let wide = ph.wide_len(g);
+        let scratch = [k * wide, ph.channel_len(), g.out_channels * wide];
+        let mut buf = vec![0.0; scratch.iter().sum()];
+        let [cols, phases, wide_dy] = split_scratch(&mut buf, scratch);
+        for n in images {
+            im2col(&x[n * image_len..(n + 1) * image_len], g, &ph, phases, cols);
+            // The wide columns of `wide_dy` stay zero from the allocation on.
+            widen(&dy[n * grad_len..(n + 1) * grad_len], g, &ph, wide_dy);
+            let dy_n = Mat::rows(wide_dy, g.out_channels, wide);
+            gemm_into(
+                &mut dw,
+                dy_n,
+                Mat::rows(cols, k, wide).t(),
+                true,
+                parallelism,
+            );
         }
         dw
     };
     sum_parts((0..parts).into_par_iter().map(partial).collect())
+}
+
+/// `buf` cut into pieces of the given lengths.
+fn split_scratch<const N: usize>(buf: &mut [f32], lens: [usize; N]) -> [&mut [f32]; N] {
+    let mut rest = buf;
+    lens.map(|len| {
+        let (piece, after) = std::mem::take(&mut rest).split_at_mut(len);
+        rest = after;
+        piece
+    })
 }
 
 /// The element-wise sum of per-thread partial results, in parallel over the elements.

@@ -232,8 +232,8 @@ struct Runs<'a> {
     len: usize,
 }
 
-impl Runs<'_> {
-    fn next(&mut self) -> &mut [f32] {
+impl<'a> Runs<'a> {
+    fn next(&mut self) -> &'a mut [f32] {
         let rest = std::mem::take(&mut self.rest);
         let skip = self.stride.min(rest.len());
         let (run, after) = rest.split_at_mut(skip);
@@ -486,15 +486,12 @@ fn output_grad_transform(
     g: &Geometry,
     tiles: &Tiling,
     band: Range<usize>,
-    yhat: Spread<&mut [f32]>,
+    mut yhat: Spread<&mut [f32]>,
     buf: &mut PlaneBuffers,
 ) {
     let [out_h, out_w] = g.out_size;
     let cols = tiles.cols;
     let PlaneBuffers { halves, .. } = buf;
-    let mut yhat = yhat;
-    // A = [[1, 0], [1, 1], [1, −1], [0, −1]]: Ŷ[4i + j] = Σ A[i][r]·A[j][q]·dy[r][q].
-    const A: [[f32; 2]; 4] = [[1.0, 0.0], [1.0, 1.0], [1.0, -1.0], [0.0, -1.0]];
     for (local, ty) in band.enumerate() {
         // The tile row's two map rows, split into even and odd columns: dy[r][q] per tile.
         let [ae, ao, be, bo, ..] = halves;
@@ -502,18 +499,18 @@ fn output_grad_transform(
         split_row(map, y(0), out_w, ae, ao);
         split_row(map, y(1), out_w, be, bo);
         let (ae, ao, be, bo) = (&ae[..cols], &ao[..cols], &be[..cols], &bo[..cols]);
-        for (i, a_i) in A.iter().enumerate() {
-            let mut out = yhat.rows(4 * i, local * cols, cols);
-            for a_j in A {
-                let c = [
-                    a_i[0] * a_j[0],
-                    a_i[0] * a_j[1],
-                    a_i[1] * a_j[0],
-                    a_i[1] * a_j[1],
-                ];
-                for ((((o, p), q), r), s) in out.next().iter_mut().zip(ae).zip(ao).zip(be).zip(bo) {
-                    *o = c[0] * p + c[1] * q + c[2] * r + c[3] * s;
-                }
+        // Ŷ[4i + j] = A[i]·(a, b) down the rows, then A[j]·(even, odd) along them, with
+        // A = [[1, 0], [1, 1], [1, −1], [0, −1]]: sums and differences only.
+        let mut runs = yhat.rows(0, local * cols, cols);
+        let out: [&mut [f32]; XI] = std::array::from_fn(|_| runs.next());
+        for t in 0..cols {
+            let (a0, a1, b0, b1) = (ae[t], ao[t], be[t], bo[t]);
+            let rows = [(a0, a1), (a0 + b0, a1 + b1), (a0 - b0, a1 - b1), (-b0, -b1)];
+            for (i, (e, o)) in rows.into_iter().enumerate() {
+                out[4 * i][t] = e;
+                out[4 * i + 1][t] = e + o;
+                out[4 * i + 2][t] = e - o;
+                out[4 * i + 3][t] = -o;
             }
         }
     }

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Training and inference speed: ferrite vs PyTorch (CPU) vs Keras/TensorFlow on this machine,
 # in one run, alternating, median of ROUNDS; random 48×48 batches, f32, Adam; threads = cores.
+# ferrite also runs with its opt-in bf16 matrix products (FERRITE_PRECISION=bf16), in a table of
+# its own.
 #   bench/train.sh                     # ROUNDS=3 STEPS=20 MODELS="seed-cnn dexpression mini-xception vgg"
 # The peers live in a venv outside the repo ($FERRITE_PEERS_VENV, default
 # ~/.cache/ferrite-bench/peers); bench/peers/install.sh makes it (several GB).
@@ -24,9 +26,10 @@ for model in $MODELS; do
   [ "$model" = vgg ] && steps=$((STEPS / 4 > 2 ? STEPS / 4 : 2))
   for ((r = 0; r < ROUNDS; r++)); do
     # Alternate the order so no framework always runs on a warmer or cooler machine.
-    for fw in ferrite torch torch-cl keras; do
+    for fw in ferrite torch torch-cl keras ferrite-bf16; do
       case $fw in
         ferrite) $ferrite train "$model" 64 "$steps" 2 ;;
+        ferrite-bf16) FERRITE_PRECISION=bf16 $ferrite train "$model" 64 "$steps" 2 ;;
         torch-cl) peer --framework torch --channels-last --model "$model" --batch 64 --steps "$steps" --warmup 2 ;;
         *) peer --framework "$fw" --model "$model" --batch 64 --steps "$steps" --warmup 2 ;;
       esac
@@ -34,6 +37,7 @@ for model in $MODELS; do
     for batch in 1 64; do
       n=$((batch == 1 ? 200 : steps))
       $ferrite infer "$model" "$batch" "$n" 5 >>"$results"
+      FERRITE_PRECISION=bf16 $ferrite infer "$model" "$batch" "$n" 5 >>"$results"
       peer --framework torch --model "$model" --batch "$batch" --steps "$n" --warmup 5 --infer >>"$results"
       peer --framework torch --channels-last --model "$model" --batch "$batch" --steps "$n" --warmup 5 --infer >>"$results"
       peer --framework keras --model "$model" --batch "$batch" --steps "$n" --warmup 5 --infer >>"$results"

@@ -71,3 +71,12 @@ for model in models:
         f, t, k = (median("infer", model, batch, fw) for fw in ("ferrite", "torch", "keras"))
         latency = " / ".join(fmt(median("infer", model, batch, fw, "median_ms"), 2) for fw in ("ferrite", "torch", "keras"))
         print(f"| {model} | {batch} | {fmt(f)} | {fmt(t)} | {fmt(k)} | {ratio(f, t)} | {ratio(f, k)} | {latency} |")
+
+if any(key[3] == "ferrite-bf16" for key in runs):
+    print("\nOpt-in bf16 matrix products (`--precision bf16`: bf16 operands, f32 sums), same rounds\n")
+    print("| model | mode | batch | ferrite bf16 | ferrite f32 | bf16/f32 | bf16/PyTorch | bf16/Keras |")
+    print("|---|---|---|---|---|---|---|---|")
+    for model in models:
+        for mode, batch in (("train", 64), ("infer", 1), ("infer", 64)):
+            b, f, t, k = (median(mode, model, batch, fw) for fw in ("ferrite-bf16", "ferrite", "torch", "keras"))
+            print(f"| {model} | {mode} | {batch} | {fmt(b)} | {fmt(f)} | {ratio(b, f)} | {ratio(b, t)} | {ratio(b, k)} |")

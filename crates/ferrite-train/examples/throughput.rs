@@ -5,7 +5,9 @@
 //!   throughput infer  MODEL BATCH STEPS WARMUP
 //!   throughput peak                      (multiply-adds/s of a large f32 matmul: the roofline)
 //!
-//! Prints one JSON line: images/s, median ms per batch, peak resident memory.
+//! Prints one JSON line: images/s, median ms per batch, peak resident memory. With
+//! `FERRITE_PRECISION=bf16` the convolutions' products run in bf16 and the framework is
+//! reported as `ferrite-bf16`.
 
 use std::time::Instant;
 
@@ -124,8 +126,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let total: f64 = times.iter().sum();
     times.sort_by(f64::total_cmp);
     let network = ModelConfig::new(architecture, 7).init(&Device::flex())?;
+    let framework = match ferrite_models::ops::precision() {
+        ferrite_models::ops::Precision::Bf16 => "ferrite-bf16",
+        ferrite_models::ops::Precision::F32 => "ferrite",
+    };
     println!(
-        "{{\"framework\": \"ferrite\", \"mode\": \"{mode}\", \"model\": \"{model}\", \"batch\": {batch}, \"params\": {}, \"macs\": {}, \"images_per_second\": {:.1}, \"median_ms\": {:.2}, \"peak_rss_mb\": {:.0}}}",
+        "{{\"framework\": \"{framework}\", \"mode\": \"{mode}\", \"model\": \"{model}\", \"batch\": {batch}, \"params\": {}, \"macs\": {}, \"images_per_second\": {:.1}, \"median_ms\": {:.2}, \"peak_rss_mb\": {:.0}}}",
         network.trainable_params(),
         network.macs(48),
         (batch * times.len()) as f64 / total,

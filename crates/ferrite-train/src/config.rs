@@ -5,6 +5,7 @@
 use std::path::{Path, PathBuf};
 
 use ferrite_data::{AugmentConfig, Normalization, Sampling, SplitPlan};
+use ferrite_models::ops::Precision;
 use ferrite_models::{Architecture, ModelConfig};
 use serde::{Deserialize, Serialize};
 
@@ -54,6 +55,9 @@ pub struct TrainConfig {
     pub limit_train: Option<usize>,
     /// Validate on at most this many validation rows.
     pub limit_validation: Option<usize>,
+    /// Operand precision of the convolutions' matrix products: `bf16` (AVX-512 BF16 CPUs;
+    /// sums and weights stay `f32`) or `f32`. When absent, `FERRITE_PRECISION` or `f32`.
+    pub precision: Option<Precision>,
     /// Start from this saved model's weights instead of a fresh initialisation.
     pub init_from: Option<PathBuf>,
     /// Train only on the FER2013 data rows listed in this file (one per line), e.g. a
@@ -92,6 +96,7 @@ impl Default for TrainConfig {
             patience: None,
             limit_train: None,
             limit_validation: None,
+            precision: None,
             init_from: None,
             train_rows_file: None,
             hard_mix: None,
@@ -163,6 +168,12 @@ mod tests {
         assert_eq!(
             TrainConfig::from_toml(&config.to_toml(), Path::new("c.toml")).unwrap(),
             config
+        );
+        let bf16 = TrainConfig::from_toml("precision = \"bf16\"", Path::new("c.toml")).unwrap();
+        assert_eq!(bf16.precision, Some(Precision::Bf16));
+        assert_eq!(
+            TrainConfig::from_toml(&bf16.to_toml(), Path::new("c.toml")).unwrap(),
+            bf16
         );
         let partial = "model = \"vgg\"\nbatch_size = 32\n[augment]\nhorizontal_flip = true\nrotation_range = 15.0\n";
         let parsed = TrainConfig::from_toml(partial, Path::new("c.toml")).unwrap();

@@ -169,6 +169,9 @@ pub fn train(
     options: &RunOptions,
 ) -> Result<TrainOutcome, TrainError> {
     let setup = setup(config, data)?;
+    if let Some(precision) = config.precision {
+        ferrite_models::ops::set_precision(precision);
+    }
     let plain = options.device.clone();
     let autodiff = plain.clone().autodiff();
     plain.seed(config.seed);

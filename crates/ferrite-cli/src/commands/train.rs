@@ -7,6 +7,7 @@ use burn::prelude::Device;
 use clap::{Args, ValueEnum};
 use ferrite_data::{AugmentConfig, Sampling, SplitPlan};
 use ferrite_models::Architecture;
+use ferrite_models::ops::Precision;
 use ferrite_train::mining::{MiningPlan, run_hard_mining};
 use ferrite_train::{OptimizerKind, RunOptions, Schedule, TrainConfig};
 
@@ -44,6 +45,9 @@ pub struct TrainArgs {
     schedule: Option<ScheduleArg>,
     #[arg(long)]
     label_smoothing: Option<f32>,
+    /// Matrix products in bf16 (CPUs with AVX-512 BF16; sums and weights stay f32) or f32.
+    #[arg(long, value_enum)]
+    precision: Option<PrecisionArg>,
     /// Train on FER+ vote distributions (with --ferplus).
     #[arg(long)]
     soft_labels: bool,
@@ -122,6 +126,12 @@ enum OptimizerArg {
 }
 
 #[derive(Clone, Copy, ValueEnum)]
+enum PrecisionArg {
+    F32,
+    Bf16,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
 enum ScheduleArg {
     Constant,
     Step,
@@ -186,6 +196,12 @@ impl TrainArgs {
                     min_lr: 1e-6,
                 },
             };
+        }
+        if let Some(precision) = self.precision {
+            c.precision = Some(match precision {
+                PrecisionArg::F32 => Precision::F32,
+                PrecisionArg::Bf16 => Precision::Bf16,
+            });
         }
         if self.no_augment {
             c.augment = AugmentConfig::none();

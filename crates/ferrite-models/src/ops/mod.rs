@@ -18,6 +18,9 @@
 //!
 //! Set `FERRITE_KERNELS=burn` to use Burn's ops everywhere, or `FERRITE_KERNELS=im2col` to
 //! keep ferrite's kernels but turn off the Winograd convolutions, for A/B benchmarks.
+//!
+//! The convolutions' matrix products run in `f32` unless [`set_precision`] (or
+//! `FERRITE_PRECISION=bf16`) asks for bf16 operands with `f32` sums, on CPUs with AVX-512 BF16.
 
 pub mod batch_norm;
 pub mod conv;
@@ -27,6 +30,7 @@ pub mod max_pool;
 mod test_util;
 
 use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU8, Ordering};
 
 use multiversion::multiversion;
 
@@ -59,6 +63,48 @@ fn burn_forced() -> bool {
 
 fn im2col_forced() -> bool {
     kernels_setting() == "im2col"
+}
+
+/// The operand precision of the convolutions' matrix products. Sums, weights, activations and
+/// every other op stay `f32` either way.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Precision {
+    #[default]
+    F32,
+    /// bf16 operands (8 bits of mantissa), `f32` sums, where the CPU has AVX-512 BF16 and the
+    /// product is large enough to gain; `f32` elsewhere.
+    Bf16,
+}
+
+/// 0 until first read or set, then 1 + the `Precision` discriminant.
+static PRECISION: AtomicU8 = AtomicU8::new(0);
+
+/// The precision in force: the last [`set_precision`], else `FERRITE_PRECISION` (`bf16` or
+/// `f32`, default `f32`).
+pub fn precision() -> Precision {
+    match PRECISION.load(Ordering::Relaxed) {
+        0 => {
+            let from_env = match std::env::var("FERRITE_PRECISION").as_deref() {
+                Ok("bf16") => Precision::Bf16,
+                _ => Precision::F32,
+            };
+            let _ = PRECISION.compare_exchange(
+                0,
+                1 + from_env as u8,
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            );
+            precision()
+        }
+        2 => Precision::Bf16,
+        _ => Precision::F32,
+    }
+}
+
+/// Sets the precision of the convolutions' matrix products for the whole process.
+pub fn set_precision(precision: Precision) {
+    PRECISION.store(1 + precision as u8, Ordering::Relaxed);
 }
 
 fn route_of(device: &Device, dtype: DType) -> Route {

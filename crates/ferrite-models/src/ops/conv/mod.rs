@@ -6,6 +6,8 @@
 //! Covered: `f32`, `groups == 1` (any kernel, stride, padding, dilation) and depthwise
 //! (`groups == in == out channels`); everything else runs Burn's `conv2d`.
 
+#[cfg(target_arch = "x86_64")]
+mod bf16;
 mod depthwise;
 mod kernels;
 mod tracked;

@@ -23,7 +23,7 @@ use rayon::prelude::*;
 
 use gemm::Parallelism;
 
-use super::kernels::{Epilogue, Geometry, Mat, gemm_into, plan, sum_parts};
+use super::kernels::{Epilogue, Geometry, Lhs, Mat, gemm_into, plan, sum_parts};
 
 /// Transformed positions per tile: a 4×4 input tile.
 const XI: usize = 16;
@@ -117,6 +117,11 @@ impl Tiling {
             groups: g.batch.div_ceil(images),
             band_rows: rows,
         }
+    }
+
+    /// Tiles over the whole batch.
+    fn all(&self, g: &Geometry) -> usize {
+        g.batch * self.rows * self.cols
     }
 
     /// The widest round's tile columns.
@@ -626,8 +631,11 @@ fn for_each_position(
 pub fn forward(x: &[f32], w: &[f32], post: &Epilogue, g: &Geometry) -> Vec<f32> {
     let tiles = Tiling::new(g);
     let spreading = Spreading::of(&tiles);
-    let u = filter_transform(w, g);
     let (c, k) = (g.in_channels, g.out_channels);
+    let u = filter_transform(w, g);
+    let u: Vec<Lhs> = (0..XI)
+        .map(|xi| Lhs::new(plane(&u, xi, k, c), tiles.all(g)))
+        .collect();
     let image_out = k * g.out_plane();
     let mut y = vec![0.0; g.output_len()];
     let chunk = tiles.images * image_out;
@@ -638,8 +646,7 @@ pub fn forward(x: &[f32], w: &[f32], post: &Epilogue, g: &Geometry) -> Vec<f32> 
             let (v, m) = scratch.split_at_mut(XI * c * tiles.columns());
             transform_inputs(x, g, (&tiles, &band, spreading), v);
             for_each_position(m, k * p, spreading, |xi, m| {
-                let (u, v) = (plane(&u, xi, k, c), position(v, xi, c, p));
-                gemm_into(m, u, v, false, Parallelism::None);
+                u[xi].times(m, position(v, xi, c, p), false, Parallelism::None);
             });
             let out_rows = 2 * band.rows.start * g.out_size[1]
                 ..(2 * band.rows.end).min(g.out_size[0]) * g.out_size[1];
@@ -695,6 +702,11 @@ pub fn gradients(
     let tiles = Tiling::new(g);
     let (c, k) = (g.in_channels, g.out_channels);
     let u = want_input.then(|| filter_transform(w, g));
+    let ut: Option<Vec<Lhs>> = u.as_ref().map(|u| {
+        (0..XI)
+            .map(|xi| Lhs::new(plane(u, xi, k, c).t(), tiles.all(g)))
+            .collect()
+    });
     let image_in = c * g.in_plane();
     let mut dx = vec![0.0; if want_input { g.input_len() } else { 0 }];
     let scratch = || GradScratch {
@@ -709,10 +721,9 @@ pub fn gradients(
             let band_of = (&tiles, &band, spreading);
             transform_output_grads(dy, g, band_of, &mut s.yhat);
             let yhat = &s.yhat;
-            if let Some(u) = &u {
+            if let Some(ut) = &ut {
                 for_each_position(&mut s.v, c * p, spreading, |xi, dv| {
-                    let ut = plane(u, xi, k, c).t();
-                    gemm_into(dv, ut, position(yhat, xi, k, p), false, Parallelism::None);
+                    ut[xi].times(dv, position(yhat, xi, k, p), false, Parallelism::None);
                 });
                 let dv = &s.v;
                 dx.par_chunks_mut(g.in_plane())
@@ -733,7 +744,8 @@ pub fn gradients(
                 let v = &s.v;
                 for_each_position(&mut s.du, k * c, spreading, |xi, du| {
                     let vt = position(v, xi, c, p).t();
-                    gemm_into(du, position(yhat, xi, k, p), vt, true, Parallelism::None);
+                    let yhat = Lhs::new(position(yhat, xi, k, p), c);
+                    yhat.times(du, vt, true, Parallelism::None);
                 });
             }
         }

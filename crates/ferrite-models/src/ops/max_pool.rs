@@ -107,34 +107,39 @@ fn out_dims(w: &Window, x: &burn::backend::flex::FlexTensor) -> [usize; 4] {
 /// Maxima and their positions within each plane. The first maximum of a window wins; NaN
 /// always wins, as in Burn and PyTorch.
 ///
-/// Each plane is first laid out on a [`PhaseGrid`]: padded with −∞ and split into its
-/// stride phases, so that for every kernel tap the inputs of *all* outputs of the plane form
-/// one contiguous run. The pooling is then one long vectorised compare per tap (nine for
-/// 3×3), whatever the plane's width; taps in row-major order keep "first" meaning what it
-/// does in a per-window scan. The positions are only found when `track` (for the backward);
-/// without, the positions returned are empty.
+/// Planes are laid out, a stack of them at a time, on a [`PhaseGrid`]: padded with −∞ and
+/// split into their stride phases, so that for every kernel tap the inputs of *all* outputs of
+/// the stack form one contiguous run. The pooling is then one long vectorised compare per tap
+/// (nine for 3×3), whatever the planes' size; taps in row-major order keep "first" meaning
+/// what it does in a per-window scan. The positions are only found when `track` (for the
+/// backward); without, the positions returned are empty.
 fn pool_planes(x: &[f32], w: &Window, track: bool) -> (Vec<f32>, Vec<u8>) {
-    let grid = PhaseGrid::of(w);
+    // Stacks of about 16 k input values: DeXpression's planes are 36 to 576 values, and one
+    // plane per pass spent more time starting passes than comparing.
+    let stack = ((1 << 14) / w.in_plane().max(1)).clamp(1, w.planes.max(1));
+    let grid = PhaseGrid::of(w, stack);
     let out_w = w.out_size[1];
     let mut y = vec![0.0; w.planes * w.out_plane()];
     let mut taps = vec![NO_TAP; if track { y.len() } else { 0 }];
-    // Without tracking, every plane gets an empty slice of `taps`.
+    let chunk = stack * w.out_plane();
+    // Without tracking, every stack gets an empty slice of `taps`.
     let mut tap_chunks: Vec<&mut [u8]> = if track {
-        taps.chunks_mut(w.out_plane()).collect()
+        taps.chunks_mut(chunk).collect()
     } else {
-        (0..w.planes).map(|_| &mut [][..]).collect()
+        (0..w.planes.div_ceil(stack)).map(|_| &mut [][..]).collect()
     };
-    y.par_chunks_mut(w.out_plane())
+    y.par_chunks_mut(chunk)
         .zip(tap_chunks.par_iter_mut())
-        .with_min_len(min_items(w.in_plane()))
         .enumerate()
         .for_each_init(
             || {
                 let scratch = vec![0u8; if track { grid.run } else { 0 }];
                 (vec![0.0f32; grid.len()], vec![0.0f32; grid.run], scratch)
             },
-            |(phases, best, tap), (p, (y, taps))| {
-                grid.fill(&x[p * w.in_plane()..(p + 1) * w.in_plane()], w, phases);
+            |(phases, best, tap), (n, (y, taps))| {
+                let first = n * stack * w.in_plane();
+                let planes = y.len() / w.out_plane();
+                grid.fill(&x[first..first + planes * w.in_plane()], w, phases);
                 best.fill(f32::NEG_INFINITY);
                 tap.fill(NO_TAP);
                 for (t, start) in grid.taps(w) {
@@ -145,11 +150,14 @@ fn pool_planes(x: &[f32], w: &Window, track: bool) -> (Vec<f32>, Vec<u8>) {
                         max_run(best, src);
                     }
                 }
-                for (oy, y) in y.chunks_exact_mut(out_w).enumerate() {
-                    y.copy_from_slice(&best[oy * grid.width..][..out_w]);
+                for (row, y) in grid.output_rows(w, planes).zip(y.chunks_exact_mut(out_w)) {
+                    y.copy_from_slice(&best[row..][..out_w]);
                 }
-                for (oy, taps) in taps.chunks_exact_mut(out_w).enumerate() {
-                    taps.copy_from_slice(&tap[oy * grid.width..][..out_w]);
+                for (row, taps) in grid
+                    .output_rows(w, planes)
+                    .zip(taps.chunks_exact_mut(out_w))
+                {
+                    taps.copy_from_slice(&tap[row..][..out_w]);
                 }
             },
         );
@@ -159,14 +167,18 @@ fn pool_planes(x: &[f32], w: &Window, track: bool) -> (Vec<f32>, Vec<u8>) {
 /// No tap has won yet (or all were −∞).
 const NO_TAP: u8 = u8::MAX;
 
-/// A plane padded with −∞ and split into `stride[0] × stride[1]` phase blocks of
-/// `height × width`: padded pixel `(r, c)` sits in block `(r mod sy, c mod sx)` at
-/// `(r / sy, c / sx)`. Output `(oy, ox)` of tap `(ky, kx)` then reads block
-/// `(ky·dy mod sy, kx·dx mod sx)` at `(oy + ky·dy / sy, ox + kx·dx / sx)`: for a fixed tap, a
-/// fixed offset from `oy·width + ox`, so the outputs read one contiguous run of `run` values
-/// (the columns past `out_w` in each row are computed and ignored).
+/// A stack of planes, each padded with −∞ to `block` rows (its padding, rounded up to a
+/// multiple of the row stride) and placed one under the other, then split into
+/// `stride[0] × stride[1]` phase blocks of `height × width`: padded pixel `(r, c)` sits in
+/// block `(r mod sy, c mod sx)` at `(r / sy, c / sx)`. Output `(oy, ox)` of tap `(ky, kx)`
+/// then reads block `(ky·dy mod sy, kx·dx mod sx)` at `(oy + ky·dy / sy, ox + kx·dx / sx)`:
+/// for a fixed tap, a fixed offset from `oy·width + ox`, so the outputs of the whole stack
+/// read one contiguous run of `run` values. The columns past `out_w` in each row, and the
+/// output rows between one plane's and the next's, are computed and ignored.
 struct PhaseGrid {
     stride: [usize; 2],
+    /// Padded rows per plane.
+    block: usize,
     height: usize,
     width: usize,
     run: usize,
@@ -176,16 +188,18 @@ struct PhaseGrid {
 }
 
 impl PhaseGrid {
-    fn of(w: &Window) -> Self {
+    fn of(w: &Window, stack: usize) -> Self {
+        let [sy, sx] = w.stride;
+        let block = (w.in_size[0] + 2 * w.pad[0]).next_multiple_of(sy);
+        // Output rows of the stack, the last plane's real ones included.
+        let out_rows = (stack - 1) * block / sy + w.out_size[0];
         // Big enough for the padded input and for the furthest tap of the last output.
-        let side = |axis: usize| {
-            let s = w.stride[axis];
-            let padded = (w.in_size[axis] + 2 * w.pad[axis]).div_ceil(s);
-            padded.max(w.out_size[axis] + (w.kernel[axis] - 1) * w.dilation[axis] / s)
-        };
-        let (height, width) = (side(0), side(1));
-        let run = (w.out_size[0] - 1) * width + w.out_size[1];
-        let (sx, pad) = (w.stride[1], w.pad[1]);
+        let height = (stack * block / sy).max(out_rows + (w.kernel[0] - 1) * w.dilation[0] / sy);
+        let width = (w.in_size[1] + 2 * w.pad[1])
+            .div_ceil(sx)
+            .max(w.out_size[1] + (w.kernel[1] - 1) * w.dilation[1] / sx);
+        let run = (out_rows - 1) * width + w.out_size[1];
+        let pad = w.pad[1];
         // Padded columns c ≡ phase (mod sx) hold input columns c − pad.
         let column_phases = (0..sx)
             .map(|phase| {
@@ -195,6 +209,7 @@ impl PhaseGrid {
             .collect();
         Self {
             stride: w.stride,
+            block,
             height,
             width,
             run,
@@ -206,35 +221,45 @@ impl PhaseGrid {
         self.stride[0] * self.stride[1] * self.height * self.width
     }
 
-    /// Lays `plane` out on the grid (everything else −∞). No divisions per row: on the small
-    /// maps of DeXpression they were most of the pooling's time.
-    fn fill(&self, plane: &[f32], w: &Window, phases: &mut [f32]) {
+    /// Lays the stack of `planes` out on the grid (everything else −∞). No divisions per
+    /// row: on the small maps of DeXpression they were most of the pooling's time.
+    fn fill(&self, planes: &[f32], w: &Window, phases: &mut [f32]) {
         let [sy, sx] = self.stride;
         let block_len = self.height * self.width;
         phases.fill(f32::NEG_INFINITY);
-        // Padded row r = iy + pad sits in block row r mod sy, at r / sy.
-        let (mut row_phase, mut block_row) = (w.pad[0] % sy, w.pad[0] / sy);
-        for row in plane.chunks_exact(w.in_size[1]) {
-            for (phase, &(first, offset)) in self.column_phases.iter().enumerate() {
-                let block = row_phase * sx + phase;
-                let start = block * block_len + block_row * self.width + offset;
-                let src = row.get(first..).unwrap_or_default();
-                let dst = &mut phases[start..start + src.len().div_ceil(sx)];
-                if sx == 1 {
-                    dst.copy_from_slice(src);
-                } else {
-                    // Chunks rather than `step_by`, which compiles to a slow scalar loop.
-                    for (d, chunk) in dst.iter_mut().zip(src.chunks(sx)) {
-                        *d = chunk[0];
+        for (i, plane) in planes.chunks_exact(w.in_plane()).enumerate() {
+            // Padded row r = i·block + pad + iy sits in block row r mod sy, at r / sy.
+            let top = i * self.block + w.pad[0];
+            let (mut row_phase, mut block_row) = (top % sy, top / sy);
+            for row in plane.chunks_exact(w.in_size[1]) {
+                for (phase, &(first, offset)) in self.column_phases.iter().enumerate() {
+                    let block = row_phase * sx + phase;
+                    let start = block * block_len + block_row * self.width + offset;
+                    let src = row.get(first..).unwrap_or_default();
+                    let dst = &mut phases[start..start + src.len().div_ceil(sx)];
+                    if sx == 1 {
+                        dst.copy_from_slice(src);
+                    } else {
+                        // Chunks rather than `step_by`, which compiles to a slow scalar loop.
+                        for (d, chunk) in dst.iter_mut().zip(src.chunks(sx)) {
+                            *d = chunk[0];
+                        }
                     }
                 }
-            }
-            row_phase += 1;
-            if row_phase == sy {
-                row_phase = 0;
-                block_row += 1;
+                row_phase += 1;
+                if row_phase == sy {
+                    row_phase = 0;
+                    block_row += 1;
+                }
             }
         }
+    }
+
+    /// Where each real output row of a stack of `planes` starts in the runs, in order.
+    fn output_rows(&self, w: &Window, planes: usize) -> impl Iterator<Item = usize> + use<> {
+        let (rows_per_plane, width, out_h) =
+            (self.block / self.stride[0], self.width, w.out_size[0]);
+        (0..planes).flat_map(move |i| (0..out_h).map(move |oy| (i * rows_per_plane + oy) * width))
     }
 
     /// Each tap's number (row-major) and the start of its run.
@@ -357,6 +382,16 @@ mod tests {
     use crate::ops::test_util::{assert_close, tensor};
 
     fn assert_matches_burn(kernel: usize, stride: usize, pad: usize, dilation: usize) {
+        assert_matches_burn_on([2, 3, 9, 8], kernel, stride, pad, dilation);
+    }
+
+    fn assert_matches_burn_on(
+        shape: [usize; 4],
+        kernel: usize,
+        stride: usize,
+        pad: usize,
+        dilation: usize,
+    ) {
         let pool = MaxPool2dConfig::new([kernel, kernel])
             .with_strides([stride, stride])
             .with_padding(PaddingConfig2d::Explicit(pad, pad, pad, pad))
@@ -364,7 +399,7 @@ mod tests {
             .init();
         let device = Device::flex().autodiff();
         let run = |ours: bool| {
-            let x = tensor([2, 3, 9, 8], 1, &device).require_grad();
+            let x = tensor(shape, 1, &device).require_grad();
             let y = if ours {
                 forward(&pool, x.clone())
             } else {
@@ -378,7 +413,9 @@ mod tests {
             ]
         };
         let (ours, burns) = (run(true), run(false));
-        let what = format!("max pool {kernel}x{kernel}/{stride} pad {pad} dilation {dilation}");
+        let what = format!(
+            "max pool {kernel}x{kernel}/{stride} pad {pad} dilation {dilation} on {shape:?}"
+        );
         assert_close(&ours[0], &burns[0], 0.0, &format!("{what} output"));
         assert_close(&ours[1], &burns[1], 1e-6, &format!("{what} input grad"));
     }
@@ -390,6 +427,13 @@ mod tests {
         assert_matches_burn(2, 2, 0, 1);
         assert_matches_burn(3, 3, 1, 1);
         assert_matches_burn(3, 2, 2, 2);
+    }
+
+    #[test]
+    fn several_stacks_of_planes_the_last_one_short() {
+        // 500 planes of 72 values: stacks of 227, 227 and 46.
+        assert_matches_burn_on([5, 100, 9, 8], 3, 2, 1, 1);
+        assert_matches_burn_on([5, 100, 9, 8], 3, 1, 1, 1);
     }
 
     #[test]

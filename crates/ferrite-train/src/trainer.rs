@@ -468,7 +468,9 @@ pub struct StepResult {
     pub correct: i64,
 }
 
-/// One optimisation step: forward, loss (hard or FER+ soft labels), backward, update.
+/// One optimisation step: forward, loss (hard or FER+ soft labels), backward, update. The
+/// whole step runs on rayon's pool, for the reason `Network::forward` does: its ops' parallel
+/// loops then start from a pool thread rather than being handed over one by one.
 pub fn train_step(
     network: Network,
     optim: &mut ModuleOptimizer,
@@ -477,21 +479,23 @@ pub fn train_step(
     soft_labels: bool,
     learning_rate: f64,
 ) -> (Network, StepResult) {
-    let logits = network.forward(batch.images);
-    let predicted = logits.clone().detach().argmax(1).squeeze_dim::<1>(1);
-    let correct: i64 = predicted
-        .equal(batch.targets.clone())
-        .int()
-        .sum()
-        .into_scalar();
-    let loss = match (soft_labels, batch.soft_targets) {
-        (true, Some(soft)) => burn::tensor::loss::cross_entropy_with_logits(logits, soft),
-        _ => loss_fn.forward(logits, batch.targets),
-    };
-    let grads = GradientsParams::from_grads(loss.backward(), &network);
-    let network = optim.step(learning_rate, network, grads);
-    let loss: f32 = loss.into_scalar();
-    (network, StepResult { loss, correct })
+    rayon::scope(|_| {
+        let logits = network.forward(batch.images);
+        let predicted = logits.clone().detach().argmax(1).squeeze_dim::<1>(1);
+        let correct: i64 = predicted
+            .equal(batch.targets.clone())
+            .int()
+            .sum()
+            .into_scalar();
+        let loss = match (soft_labels, batch.soft_targets) {
+            (true, Some(soft)) => burn::tensor::loss::cross_entropy_with_logits(logits, soft),
+            _ => loss_fn.forward(logits, batch.targets),
+        };
+        let grads = GradientsParams::from_grads(loss.backward(), &network);
+        let network = optim.step(learning_rate, network, grads);
+        let loss: f32 = loss.into_scalar();
+        (network, StepResult { loss, correct })
+    })
 }
 
 /// One pass over the training rows: batches are built (augmented, normalised) on a

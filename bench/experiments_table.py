@@ -163,4 +163,5 @@ bench/experiments.sh                        # this table: {epochs} epochs (vgg {
 EPOCHS=20 VGG_EPOCHS=20 SEEDS=3 bench/experiments.sh    # longer and repeated
 ```
 
-Run folders (metrics.csv, curves, confusion matrices, models) are under `{runs}/`.""")
+Run folders (metrics.csv, curves, confusion matrices, models) are written under `$RUNS`
+(default `runs/experiments/`, not committed; this run's: `{runs}/`).""")

@@ -632,9 +632,10 @@ pub fn forward(x: &[f32], w: &[f32], post: &Epilogue, g: &Geometry) -> Vec<f32> 
     let tiles = Tiling::new(g);
     let spreading = Spreading::of(&tiles);
     let (c, k) = (g.in_channels, g.out_channels);
-    let u = filter_transform(w, g);
+    let filters = filter_transform(w, g);
+    // U[ξ], packed once for every band's product at position ξ.
     let u: Vec<Lhs> = (0..XI)
-        .map(|xi| Lhs::new(plane(&u, xi, k, c), tiles.all(g)))
+        .map(|xi| Lhs::new(plane(&filters, xi, k, c), tiles.all(g)))
         .collect();
     let image_out = k * g.out_plane();
     let mut y = vec![0.0; g.output_len()];

@@ -48,7 +48,12 @@ pub fn applies(g: &Geometry) -> bool {
 const MIN_TILES: usize = 256;
 
 fn enough_tiles(g: &Geometry) -> bool {
-    g.batch * g.out_size[0].div_ceil(2) * g.out_size[1].div_ceil(2) >= MIN_TILES
+    tiles_in_batch(g) >= MIN_TILES
+}
+
+/// The 2×2 output tiles of the whole batch.
+fn tiles_in_batch(g: &Geometry) -> usize {
+    g.batch * g.out_size[0].div_ceil(2) * g.out_size[1].div_ceil(2)
 }
 
 /// Dense 3×3, stride 1, no dilation (any padding).
@@ -117,11 +122,6 @@ impl Tiling {
             groups: g.batch.div_ceil(images),
             band_rows: rows,
         }
-    }
-
-    /// Tiles over the whole batch.
-    fn all(&self, g: &Geometry) -> usize {
-        g.batch * self.rows * self.cols
     }
 
     /// The widest round's tile columns.
@@ -635,7 +635,7 @@ pub fn forward(x: &[f32], w: &[f32], post: &Epilogue, g: &Geometry) -> Vec<f32> 
     let filters = filter_transform(w, g);
     // U[ξ], packed once for every band's product at position ξ.
     let u: Vec<Lhs> = (0..XI)
-        .map(|xi| Lhs::new(plane(&filters, xi, k, c), tiles.all(g)))
+        .map(|xi| Lhs::new(plane(&filters, xi, k, c), tiles_in_batch(g)))
         .collect();
     let image_out = k * g.out_plane();
     let mut y = vec![0.0; g.output_len()];
@@ -705,7 +705,7 @@ pub fn gradients(
     let u = want_input.then(|| filter_transform(w, g));
     let ut: Option<Vec<Lhs>> = u.as_ref().map(|u| {
         (0..XI)
-            .map(|xi| Lhs::new(plane(u, xi, k, c).t(), tiles.all(g)))
+            .map(|xi| Lhs::new(plane(u, xi, k, c).t(), tiles_in_batch(g)))
             .collect()
     });
     let image_in = c * g.in_plane();

@@ -243,6 +243,21 @@ fn mix(seed: u64, epoch: u64, position: u64) -> u64 {
 /// Inverse-maps every output pixel to the 48×48 input: centre, scale to input size, zoom,
 /// shift, rotate, un-centre; then the crop offset; then bilinear sampling with `fill`.
 fn warp(image: &[u8], t: &Transform, fill: FillMode, out_side: usize, out: &mut [f32]) {
+    let geometric = Transform {
+        flip: false,
+        erase: None,
+        ..*t
+    };
+    if out_side == IMAGE_SIDE && geometric == Transform::IDENTITY {
+        // Evaluation and serving: every pixel maps onto itself, so skip the sampling.
+        out.iter_mut().zip(image).for_each(|(o, &p)| *o = p as f32);
+    } else {
+        sample(image, t, fill, out_side, out);
+    }
+}
+
+/// [`warp`] by bilinear sampling at every output pixel.
+fn sample(image: &[u8], t: &Transform, fill: FillMode, out_side: usize, out: &mut [f32]) {
     let n = IMAGE_SIDE as f32;
     let centre_in = (n - 1.0) / 2.0;
     let centre_out = (out_side as f32 - 1.0) / 2.0;
@@ -322,6 +337,17 @@ mod tests {
         for position in 0..5 {
             assert_eq!(augmenter.augment(&image, 0, position, 48), as_f32(&image));
         }
+    }
+
+    #[test]
+    fn identity_shortcut_matches_sampling() {
+        let image = gradient();
+        let (mut fast, mut sampled) = (vec![0.0; IMAGE_PIXELS], vec![0.0; IMAGE_PIXELS]);
+        let t = Transform::IDENTITY;
+        warp(&image, &t, FillMode::Nearest, IMAGE_SIDE, &mut fast);
+        sample(&image, &t, FillMode::Nearest, IMAGE_SIDE, &mut sampled);
+        assert_eq!(fast, sampled);
+        assert_eq!(fast, as_f32(&image));
     }
 
     #[test]

@@ -17,6 +17,7 @@ use gemm::Parallelism;
 use multiversion::multiversion;
 use rayon::prelude::*;
 
+use crate::ops::scratch::with_scratch;
 use crate::ops::{Precision, affine_in_place, lane_sum, min_items, precision};
 
 /// Shapes, strides and padding of one 2-D convolution.
@@ -375,10 +376,27 @@ fn split_phases(channel: &[f32], g: &Geometry, ph: &Phases, out: &mut [f32]) {
             if sx == 1 {
                 run[..in_w].copy_from_slice(row);
             } else {
-                for (o, v) in run.iter_mut().zip(row[first..].iter().step_by(sx)) {
-                    *o = *v;
-                }
+                every_nth(run, &row[first..], sx);
             }
+        }
+    }
+}
+
+/// `out[i] = src[i·step]` for every `i` both hold. Stride 2, the common case, as exact pairs:
+/// that loop vectorizes, where `step_by` and runtime-sized chunks compile to scalar loops.
+#[inline(always)]
+fn every_nth(out: &mut [f32], src: &[f32], step: usize) {
+    if step == 2 {
+        for (o, pair) in out.iter_mut().zip(src.chunks_exact(2)) {
+            *o = pair[0];
+        }
+        if let ([.., last], Some(o)) = (src.chunks_exact(2).remainder(), out.get_mut(src.len() / 2))
+        {
+            *o = *last;
+        }
+    } else {
+        for (o, chunk) in out.iter_mut().zip(src.chunks(step)) {
+            *o = chunk[0];
         }
     }
 }
@@ -395,8 +413,8 @@ fn merge_phases(phases: &[f32], g: &Geometry, ph: &Phases, channel: &mut [f32]) 
             if sx == 1 {
                 row.copy_from_slice(&run[..in_w]);
             } else {
-                for (o, v) in row[first..].iter_mut().step_by(sx).zip(run) {
-                    *o = *v;
+                for (chunk, v) in row[first..].chunks_mut(sx).zip(run) {
+                    chunk[0] = *v;
                 }
             }
         }
@@ -449,17 +467,19 @@ fn narrow(wide: &[f32], g: &Geometry, ph: &Phases, out: &mut [f32]) {
     }
 }
 
-/// The adjoint of [`narrow`] into a buffer whose wide columns are already zero.
+/// The adjoint of [`narrow`]: zeros in the extra columns.
 fn widen(maps: &[f32], g: &Geometry, ph: &Phases, wide: &mut [f32]) {
     let (width, out_w) = (ph.size[1], g.out_size[1]);
     for (from, to) in maps.chunks_exact(out_w).zip(wide.chunks_exact_mut(width)) {
-        to[..out_w].copy_from_slice(from);
+        let (real, extra) = to.split_at_mut(out_w);
+        real.copy_from_slice(from);
+        extra.fill(0.0);
     }
 }
 
 /// Runs `work(image_index, output_chunk, scratch, parallelism)` for every image, in parallel
-/// when the batch is large enough; `scratch` is a per-thread buffer of `scratch_len`; `macs`
-/// is the work in all (see [`plan`]).
+/// when the batch is large enough; `scratch` is `scratch_len` values of the thread's
+/// [`with_scratch`] buffer (not cleared); `macs` is the work in all (see [`plan`]).
 pub(super) fn per_image<F>(
     output: &mut [f32],
     chunk: usize,
@@ -467,19 +487,20 @@ pub(super) fn per_image<F>(
     macs: usize,
     work: F,
 ) where
-    F: Fn(usize, &mut [f32], &mut Vec<f32>, Parallelism) + Sync,
+    F: Fn(usize, &mut [f32], &mut [f32], Parallelism) + Sync,
 {
     let (parallel, parallelism) = plan(output.len() / chunk.max(1), macs);
     if parallel {
-        output.par_chunks_mut(chunk).enumerate().for_each_init(
-            || vec![0.0; scratch_len],
-            |scratch, (n, out)| work(n, out, scratch, parallelism),
-        );
+        output
+            .par_chunks_mut(chunk)
+            .enumerate()
+            .for_each(|(n, out)| with_scratch(scratch_len, |s| work(n, out, s, parallelism)));
     } else {
-        let mut scratch = vec![0.0; scratch_len];
-        for (n, out) in output.chunks_mut(chunk).enumerate() {
-            work(n, out, &mut scratch, parallelism);
-        }
+        with_scratch(scratch_len, |scratch| {
+            for (n, out) in output.chunks_mut(chunk).enumerate() {
+                work(n, out, scratch, parallelism);
+            }
+        });
     }
 }
 
@@ -581,7 +602,6 @@ pub fn dense_input_grad(w: &[f32], dy: &[f32], g: &Geometry) -> Vec<f32> {
         g.macs(),
         |n, dx_n, buf, parallelism| {
             let [dcols, phases, wide_dy] = split_scratch(buf, scratch);
-            // The wide columns of `wide_dy` stay zero from the allocation on.
             widen(&dy[n * grad_len..(n + 1) * grad_len], g, &ph, wide_dy);
             let wide_dy = Mat::rows(wide_dy, g.out_channels, wide);
             wt.times(dcols, wide_dy, false, parallelism);
@@ -621,15 +641,15 @@ pub fn dense_weight_grad(x: &[f32], dy: &[f32], g: &Geometry) -> Vec<f32> {
         }
         let wide = ph.wide_len(g);
         let scratch = [k * wide, ph.channel_len(), g.out_channels * wide];
-        let mut buf = vec![0.0; scratch.iter().sum()];
-        let [cols, phases, wide_dy] = split_scratch(&mut buf, scratch);
-        for n in images {
-            im2col(&x[n * image_len..(n + 1) * image_len], g, &ph, phases, cols);
-            // The wide columns of `wide_dy` stay zero from the allocation on.
-            widen(&dy[n * grad_len..(n + 1) * grad_len], g, &ph, wide_dy);
-            let dy_n = Lhs::new(Mat::rows(wide_dy, g.out_channels, wide), k);
-            dy_n.times(&mut dw, Mat::rows(cols, k, wide).t(), true, parallelism);
-        }
+        with_scratch(scratch.iter().sum(), |buf| {
+            let [cols, phases, wide_dy] = split_scratch(buf, scratch);
+            for n in images {
+                im2col(&x[n * image_len..(n + 1) * image_len], g, &ph, phases, cols);
+                widen(&dy[n * grad_len..(n + 1) * grad_len], g, &ph, wide_dy);
+                let dy_n = Lhs::new(Mat::rows(wide_dy, g.out_channels, wide), k);
+                dy_n.times(&mut dw, Mat::rows(cols, k, wide).t(), true, parallelism);
+            }
+        });
         dw
     };
     sum_parts((0..parts).into_par_iter().map(partial).collect())

@@ -24,6 +24,7 @@ use rayon::prelude::*;
 use gemm::Parallelism;
 
 use super::kernels::{Epilogue, Geometry, Lhs, Mat, gemm_into, plan, sum_parts};
+use crate::ops::scratch::with_scratch;
 
 /// Transformed positions per tile: a 4×4 input tile.
 const XI: usize = 16;
@@ -641,7 +642,7 @@ pub fn forward(x: &[f32], w: &[f32], post: &Epilogue, g: &Geometry) -> Vec<f32> 
     let mut y = vec![0.0; g.output_len()];
     let chunk = tiles.images * image_out;
     let scratch = XI * (c + k) * tiles.columns();
-    let work = |group, out: &mut [f32], scratch: &mut Vec<f32>| {
+    let work = |group, out: &mut [f32], scratch: &mut [f32]| {
         for band in tiles.bands(group, g.batch) {
             let p = band.columns(&tiles);
             let (v, m) = scratch.split_at_mut(XI * c * tiles.columns());
@@ -667,16 +668,15 @@ pub fn forward(x: &[f32], w: &[f32], post: &Epilogue, g: &Geometry) -> Vec<f32> 
         }
     };
     match spreading {
-        Spreading::Groups => y.par_chunks_mut(chunk).enumerate().for_each_init(
-            || vec![0.0; scratch],
-            |scratch, (n, out)| work(n, out, scratch),
-        ),
-        Spreading::Stages => {
-            let mut scratch = vec![0.0; scratch];
+        Spreading::Groups => y
+            .par_chunks_mut(chunk)
+            .enumerate()
+            .for_each(|(n, out)| with_scratch(scratch, |s| work(n, out, s))),
+        Spreading::Stages => with_scratch(scratch, |s| {
             for (n, out) in y.chunks_mut(chunk).enumerate() {
-                work(n, out, &mut scratch);
+                work(n, out, s);
             }
-        }
+        }),
     }
     y
 }

@@ -14,7 +14,7 @@ use burn::prelude::*;
 use multiversion::multiversion;
 use rayon::prelude::*;
 
-use super::{Route, contiguous, f32s, flex_tensor, min_items, operand, route};
+use super::{Route, contiguous, every_nth, f32s, flex_tensor, min_items, operand, route};
 
 /// Shapes of one pooling.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -240,10 +240,7 @@ impl PhaseGrid {
                     if sx == 1 {
                         dst.copy_from_slice(src);
                     } else {
-                        // Chunks rather than `step_by`, which compiles to a slow scalar loop.
-                        for (d, chunk) in dst.iter_mut().zip(src.chunks(sx)) {
-                            *d = chunk[0];
-                        }
+                        every_nth(dst, src, sx);
                     }
                 }
                 row_phase += 1;

@@ -175,6 +175,25 @@ fn lane_sum2(a: &[f32], b: &[f32], f: impl Fn(f32, f32) -> f32) -> f32 {
     acc.iter().sum::<f32>() + tail
 }
 
+/// `out[i] = src[i·step]` for every `i` both hold. Stride 2, the common case, as exact pairs:
+/// that loop vectorizes, where `step_by` and runtime-sized chunks compile to scalar loops.
+#[inline(always)]
+pub(crate) fn every_nth(out: &mut [f32], src: &[f32], step: usize) {
+    if step == 2 {
+        for (o, pair) in out.iter_mut().zip(src.chunks_exact(2)) {
+            *o = pair[0];
+        }
+        if let ([.., last], Some(o)) = (src.chunks_exact(2).remainder(), out.get_mut(src.len() / 2))
+        {
+            *o = *last;
+        }
+    } else {
+        for (o, chunk) in out.iter_mut().zip(src.chunks(step)) {
+            *o = chunk[0];
+        }
+    }
+}
+
 /// `v = v·a + b`, then `max(v, 0)` when `relu`: batch norm's map, and a convolution's
 /// epilogue.
 #[multiversion(targets = "simd")]

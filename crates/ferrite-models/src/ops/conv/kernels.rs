@@ -18,7 +18,7 @@ use multiversion::multiversion;
 use rayon::prelude::*;
 
 use crate::ops::scratch::with_scratch;
-use crate::ops::{Precision, affine_in_place, lane_sum, min_items, precision};
+use crate::ops::{Precision, affine_in_place, every_nth, lane_sum, min_items, precision};
 
 /// Shapes, strides and padding of one 2-D convolution.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -378,25 +378,6 @@ fn split_phases(channel: &[f32], g: &Geometry, ph: &Phases, out: &mut [f32]) {
             } else {
                 every_nth(run, &row[first..], sx);
             }
-        }
-    }
-}
-
-/// `out[i] = src[i·step]` for every `i` both hold. Stride 2, the common case, as exact pairs:
-/// that loop vectorizes, where `step_by` and runtime-sized chunks compile to scalar loops.
-#[inline(always)]
-fn every_nth(out: &mut [f32], src: &[f32], step: usize) {
-    if step == 2 {
-        for (o, pair) in out.iter_mut().zip(src.chunks_exact(2)) {
-            *o = pair[0];
-        }
-        if let ([.., last], Some(o)) = (src.chunks_exact(2).remainder(), out.get_mut(src.len() / 2))
-        {
-            *o = *last;
-        }
-    } else {
-        for (o, chunk) in out.iter_mut().zip(src.chunks(step)) {
-            *o = chunk[0];
         }
     }
 }

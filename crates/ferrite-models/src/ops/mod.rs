@@ -194,6 +194,35 @@ pub(crate) fn every_nth(out: &mut [f32], src: &[f32], step: usize) {
     }
 }
 
+/// `src`'s even-indexed values into `even` (`src.len().div_ceil(2)` of them) and its
+/// odd-indexed ones into `odd` (`src.len() / 2`): a stride-2 split of a row, as exact pairs so
+/// it vectorises.
+#[inline(always)]
+pub(crate) fn deinterleave(src: &[f32], even: &mut [f32], odd: &mut [f32]) {
+    let pairs = src.chunks_exact(2);
+    if let ([last], Some(e)) = (pairs.remainder(), even.get_mut(src.len() / 2)) {
+        *e = *last;
+    }
+    for ((pair, e), o) in pairs.zip(even.iter_mut()).zip(odd.iter_mut()) {
+        *e = pair[0];
+        *o = pair[1];
+    }
+}
+
+/// The inverse of [`deinterleave`]: `dst`'s even positions from `even`, odd ones from `odd`.
+#[inline(always)]
+pub(crate) fn interleave(even: &[f32], odd: &[f32], dst: &mut [f32]) {
+    let len = dst.len();
+    let mut pairs = dst.chunks_exact_mut(2);
+    for ((pair, e), o) in pairs.by_ref().zip(even).zip(odd) {
+        pair[0] = *e;
+        pair[1] = *o;
+    }
+    if let ([last], Some(e)) = (pairs.into_remainder(), even.get(len / 2)) {
+        *last = *e;
+    }
+}
+
 /// `v = v·a + b`, then `max(v, 0)` when `relu`: batch norm's map, and a convolution's
 /// epilogue.
 #[multiversion(targets = "simd")]
@@ -229,4 +258,31 @@ fn f32s(t: &FlexTensor) -> &[f32] {
 
 fn flex_tensor<const D: usize>(values: Vec<f32>, shape: [usize; D]) -> FlexTensor {
     FlexTensor::from_data(TensorData::new(values, shape))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stride_two_splits_and_merges_rows_of_either_parity() {
+        for len in [2usize, 5, 6, 33] {
+            let row: Vec<f32> = (0..len).map(|i| i as f32).collect();
+            let (mut even, mut odd) = (vec![-1.0; len.div_ceil(2)], vec![-1.0; len / 2]);
+            deinterleave(&row, &mut even, &mut odd);
+            let want_even: Vec<f32> = row.iter().copied().step_by(2).collect();
+            let want_odd: Vec<f32> = row.iter().copied().skip(1).step_by(2).collect();
+            assert_eq!(
+                (&even, &odd),
+                (&want_even, &want_odd),
+                "split, {len} values"
+            );
+            let mut every = vec![-1.0; len.div_ceil(2)];
+            every_nth(&mut every, &row, 2);
+            assert_eq!(every, want_even, "every other value, {len} values");
+            let mut merged = vec![-1.0; len];
+            interleave(&even, &odd, &mut merged);
+            assert_eq!(merged, row, "merge, {len} values");
+        }
+    }
 }

@@ -18,7 +18,9 @@ use multiversion::multiversion;
 use rayon::prelude::*;
 
 use crate::ops::scratch::with_scratch;
-use crate::ops::{Precision, affine_in_place, every_nth, lane_sum, min_items, precision};
+use crate::ops::{
+    Precision, affine_in_place, deinterleave, every_nth, interleave, lane_sum, min_items, precision,
+};
 
 /// Shapes, strides and padding of one 2-D convolution.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -371,6 +373,12 @@ fn split_phases(channel: &[f32], g: &Geometry, ph: &Phases, out: &mut [f32]) {
     let sx = ph.stride[1];
     out.fill(0.0);
     for (y, row) in channel.chunks_exact(in_w).enumerate() {
+        if sx == 2 && in_w >= 2 {
+            // Both column phases in one pass, which vectorises.
+            let (even, odd) = two_runs(out, ph.position(g, y, 0), ph.position(g, y, 1), in_w);
+            deinterleave(row, even, odd);
+            continue;
+        }
         for (first, at) in ph.row_runs(g, y) {
             let run = &mut out[at..];
             if sx == 1 {
@@ -382,6 +390,19 @@ fn split_phases(channel: &[f32], g: &Geometry, ph: &Phases, out: &mut [f32]) {
     }
 }
 
+/// The runs of a row's even and odd pixels (`len` pixels in all), starting at `even` and
+/// `odd` in different phase planes of `out`.
+fn two_runs(out: &mut [f32], even: usize, odd: usize, len: usize) -> (&mut [f32], &mut [f32]) {
+    let (evens, odds) = (len.div_ceil(2), len / 2);
+    if even < odd {
+        let (low, high) = out.split_at_mut(odd);
+        (&mut low[even..even + evens], &mut high[..odds])
+    } else {
+        let (low, high) = out.split_at_mut(even);
+        (&mut high[..evens], &mut low[odd..odd + odds])
+    }
+}
+
 /// The adjoint of [`split_phases`]: each input pixel's value in the phase planes, back into
 /// `channel` (padding dropped).
 #[multiversion(targets = "simd")]
@@ -389,6 +410,12 @@ fn merge_phases(phases: &[f32], g: &Geometry, ph: &Phases, channel: &mut [f32]) 
     let [_, in_w] = g.in_size;
     let sx = ph.stride[1];
     for (y, row) in channel.chunks_exact_mut(in_w).enumerate() {
+        if sx == 2 && in_w >= 2 {
+            let (even, odd) = (ph.position(g, y, 0), ph.position(g, y, 1));
+            let even = &phases[even..even + in_w.div_ceil(2)];
+            interleave(even, &phases[odd..odd + in_w / 2], row);
+            continue;
+        }
         for (first, at) in ph.row_runs(g, y) {
             let run = &phases[at..];
             if sx == 1 {

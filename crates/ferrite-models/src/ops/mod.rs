@@ -66,6 +66,11 @@ fn im2col_forced() -> bool {
     kernels_setting() == "im2col"
 }
 
+/// `FERRITE_KERNELS=f23`: Winograd F(2×2, 3×3) only, for A/B benchmarks of F(4×4, 3×3).
+fn f23_forced() -> bool {
+    kernels_setting() == "f23"
+}
+
 /// The operand precision of the convolutions' matrix products. Sums, weights, activations and
 /// every other op stay `f32` either way.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]

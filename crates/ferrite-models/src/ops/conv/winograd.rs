@@ -26,7 +26,9 @@ use gemm::Parallelism;
 use super::kernels::{Epilogue, Geometry, Lhs, Mat, gemm_into, plan, sum_parts};
 use crate::ops::scratch::with_scratch;
 
-/// Transformed positions per tile: a 4×4 input tile.
+mod f43;
+
+/// Transformed positions per tile of F(2×2, 3×3): a 4×4 input tile.
 const XI: usize = 16;
 
 /// The tile columns of one round of 16 matrix products: at least enough that packing the
@@ -57,6 +59,22 @@ fn tiles_in_batch(g: &Geometry) -> usize {
     g.batch * g.out_size[0].div_ceil(2) * g.out_size[1].div_ceil(2)
 }
 
+/// The output tile side: F(4×4, 3×3) on maps of at least 24², F(2×2, 3×3) on smaller ones.
+/// Measured per layer (`conv_layers 5 vgg 64`, forward + both gradients, ms, F(2×2) → F(4×4)):
+/// 64→64 at 48² 89–98 → 68–72, 64→128 at 24² 53–55 → 36–42, 128→128 at 24² 82 → 64–71; but
+/// 128→256 at 12² 39–42 → 57 and 256→256 at 12² 68–71 → 95–97 (three 4×4 tiles and a spare
+/// per row: the transforms' per-row work outweighs the products saved).
+const MIN_F43_SIDE: usize = 24;
+
+fn tile_side(g: &Geometry) -> usize {
+    let [h, w] = g.out_size;
+    if h >= MIN_F43_SIDE && w >= MIN_F43_SIDE && !crate::ops::f23_forced() {
+        f43::M
+    } else {
+        2
+    }
+}
+
 /// Dense 3×3, stride 1, no dilation (any padding).
 fn covers(g: &Geometry) -> bool {
     !g.is_depthwise() && g.kernel == [3, 3] && g.stride == [1, 1] && g.dilation == [1, 1]
@@ -78,6 +96,8 @@ fn pays_off(g: &Geometry) -> bool {
 /// when they are large.
 #[derive(Debug, Clone, Copy)]
 struct Tiling {
+    /// Output tile side: 2 for F(2×2, 3×3), 4 for F(4×4, 3×3).
+    m: usize,
     rows: usize,
     cols: usize,
     /// Images per group, the unit of parallel work (the last group may have fewer).
@@ -96,12 +116,19 @@ struct Band {
 
 impl Tiling {
     fn new(g: &Geometry) -> Self {
-        let rows = g.out_size[0].div_ceil(2);
-        let cols = g.out_size[1].div_ceil(2);
+        Self::with_tile(g, tile_side(g))
+    }
+
+    fn with_tile(g: &Geometry, m: usize) -> Self {
+        let rows = g.out_size[0].div_ceil(m);
+        // F(4×4, 3×3) ends each tile row in a spare tile past the edge (see `f43`).
+        let cols = g.out_size[1].div_ceil(m) + usize::from(m == f43::M);
         let per_image = rows * cols;
-        let target = (CACHE_VALUES / (XI * (g.in_channels + g.out_channels))).max(MIN_COLUMNS);
+        let xi = (m + 2) * (m + 2);
+        let target = (CACHE_VALUES / (xi * (g.in_channels + g.out_channels))).max(MIN_COLUMNS);
         if per_image >= target {
             return Self {
+                m,
                 rows,
                 cols,
                 images: 1,
@@ -117,12 +144,23 @@ impl Tiling {
             .clamp(1, g.batch.max(1));
         let images = g.batch.div_ceil(wanted).max(1);
         Self {
+            m,
             rows,
             cols,
             images,
             groups: g.batch.div_ceil(images),
             band_rows: rows,
         }
+    }
+
+    /// Transformed positions per tile: `(m + 2)²`.
+    fn xi(&self) -> usize {
+        (self.m + 2) * (self.m + 2)
+    }
+
+    /// The tiles of a whole batch.
+    fn in_batch(&self, batch: usize) -> usize {
+        batch * self.rows * self.cols
     }
 
     /// The widest round's tile columns.
@@ -162,27 +200,30 @@ const G: [[f32; 3]; 4] = [
     [0.0, 0.0, 1.0],
 ];
 
-/// The filter transform as a `[16, 9]` matrix: `U[ξ = 4r + s] = Σ G[r][a]·G[s][b]·w[3a + b]`.
-fn filter_matrix() -> [f32; XI * 9] {
-    let mut t = [0.0; XI * 9];
+/// The filter transform of `tiles` as a `[(m + 2)², 9]` matrix: `U[ξ = (m + 2)·r + s] =
+/// Σ G[r][a]·G[s][b]·w[3a + b]`.
+fn filter_matrix(tiles: &Tiling) -> Vec<f32> {
+    let g: &[[f32; 3]] = if tiles.m == f43::M { &f43::G } else { &G };
+    let n = g.len();
+    let mut t = vec![0.0; n * n * 9];
     for (xi, row) in t.chunks_exact_mut(9).enumerate() {
         for (ab, v) in row.iter_mut().enumerate() {
-            *v = G[xi / 4][ab / 3] * G[xi % 4][ab % 3];
+            *v = g[xi / n][ab / 3] * g[xi % n][ab % 3];
         }
     }
     t
 }
 
-/// `U[ξ][k][c] = (G·w[k][c]·Gᵀ)[ξ]`, each of the 16 planes a `[out, in]` matrix: one product
-/// `[16, 9] · wᵀ` over all filters (big layers have a quarter of a million).
-fn filter_transform(w: &[f32], g: &Geometry) -> Vec<f32> {
-    let pairs = g.out_channels * g.in_channels;
-    let mut u = vec![0.0; XI * pairs];
-    let t = filter_matrix();
-    let parallelism = plan(1, XI * 9 * pairs).1;
+/// `U[ξ][k][c] = (G·w[k][c]·Gᵀ)[ξ]`, each of the `(m + 2)²` planes a `[out, in]` matrix: one
+/// product `[(m + 2)², 9] · wᵀ` over all filters (big layers have a quarter of a million).
+fn filter_transform(w: &[f32], g: &Geometry, tiles: &Tiling) -> Vec<f32> {
+    let (pairs, xi) = (g.out_channels * g.in_channels, tiles.xi());
+    let mut u = vec![0.0; xi * pairs];
+    let t = filter_matrix(tiles);
+    let parallelism = plan(1, xi * 9 * pairs).1;
     gemm_into(
         &mut u,
-        Mat::rows(&t, XI, 9),
+        Mat::rows(&t, xi, 9),
         Mat::rows(w, pairs, 9).t(),
         false,
         parallelism,
@@ -190,16 +231,16 @@ fn filter_transform(w: &[f32], g: &Geometry) -> Vec<f32> {
     u
 }
 
-/// `dw[k][c] = Gᵀ·dU[k][c]·G`, the adjoint of [`filter_transform`]: `dUᵀ · [16, 9]`.
-fn filter_grad(du: &[f32], g: &Geometry) -> Vec<f32> {
-    let pairs = g.out_channels * g.in_channels;
+/// `dw[k][c] = Gᵀ·dU[k][c]·G`, the adjoint of [`filter_transform`]: `dUᵀ · [(m + 2)², 9]`.
+fn filter_grad(du: &[f32], g: &Geometry, tiles: &Tiling) -> Vec<f32> {
+    let (pairs, xi) = (g.out_channels * g.in_channels, tiles.xi());
     let mut dw = vec![0.0; 9 * pairs];
-    let t = filter_matrix();
-    let parallelism = plan(1, XI * 9 * pairs).1;
+    let t = filter_matrix(tiles);
+    let parallelism = plan(1, xi * 9 * pairs).1;
     gemm_into(
         &mut dw,
-        Mat::rows(du, XI, pairs).t(),
-        Mat::rows(&t, XI, 9),
+        Mat::rows(du, xi, pairs).t(),
+        Mat::rows(&t, xi, 9),
         false,
         parallelism,
     );
@@ -259,6 +300,8 @@ struct PlaneBuffers {
     /// Sixteen rows of `cols`.
     h: Vec<f32>,
     z: Vec<f32>,
+    /// All of F(4×4, 3×3)'s buffers (empty for F(2×2, 3×3)).
+    f43: Vec<f32>,
 }
 
 impl PlaneBuffers {
@@ -271,6 +314,11 @@ impl PlaneBuffers {
             halves: [(); 8].map(|_| zeros(tiles.cols + 1)),
             h: zeros(16 * tiles.cols),
             z: zeros(4 * tiles.cols),
+            f43: zeros(if tiles.m == f43::M {
+                f43::buffer_len(tiles)
+            } else {
+                0
+            }),
         }
     }
 }
@@ -564,8 +612,9 @@ fn transform_planes(
 ) {
     let (columns, per_image) = (band.columns(tiles), band.per_image(tiles));
     let image_len = channels * plane_len;
-    out[..channels * XI * columns]
-        .par_chunks_mut(XI * columns)
+    let xi = tiles.xi();
+    out[..channels * xi * columns]
+        .par_chunks_mut(xi * columns)
         .with_min_len(spreading.min_len(channels))
         .enumerate()
         .for_each_init(
@@ -585,7 +634,11 @@ fn transform_inputs(x: &[f32], g: &Geometry, band: (&Tiling, &Band, Spreading), 
     let (tiles, rows) = (band.0, band.1.rows.clone());
     let shape = [g.in_channels, g.in_plane()];
     transform_planes(x, shape, band, v, |plane, at, buf| {
-        input_transform(plane, g, tiles, rows.clone(), at, buf)
+        if tiles.m == f43::M {
+            f43::input_transform(plane, g, tiles, rows.clone(), at, &mut buf.f43)
+        } else {
+            input_transform(plane, g, tiles, rows.clone(), at, buf)
+        }
     });
 }
 
@@ -599,59 +652,68 @@ fn transform_output_grads(
     let (tiles, rows) = (band.0, band.1.rows.clone());
     let shape = [g.out_channels, g.out_plane()];
     transform_planes(dy, shape, band, yhat, |map, at, buf| {
-        output_grad_transform(map, g, tiles, rows.clone(), at, buf)
+        if tiles.m == f43::M {
+            f43::output_grad_transform(map, g, tiles, rows.clone(), at, &mut buf.f43)
+        } else {
+            output_grad_transform(map, g, tiles, rows.clone(), at, buf)
+        }
     });
 }
 
-/// Position `xi` of transformed planes laid out by [`transform_planes`]: `[rows, columns]`.
-fn position(data: &[f32], xi: usize, rows: usize, columns: usize) -> Mat<'_> {
-    Mat::strided(&data[xi * columns..], rows, columns, XI * columns)
+/// Position `xi` of `positions` transformed planes laid out by [`transform_planes`]: `[rows,
+/// columns]`.
+fn position(data: &[f32], (xi, positions): (usize, usize), rows: usize, columns: usize) -> Mat<'_> {
+    Mat::strided(&data[xi * columns..], rows, columns, positions * columns)
 }
 
-/// Plane `xi` of 16 stacked `[rows, cols]` matrices.
+/// Plane `xi` of stacked `[rows, cols]` matrices.
 fn plane(data: &[f32], xi: usize, rows: usize, cols: usize) -> Mat<'_> {
     Mat::rows(&data[xi * rows * cols..(xi + 1) * rows * cols], rows, cols)
 }
 
-/// Runs `product(ξ, out)` for the 16 positions, `out` being the `ξ`-th of 16 equal chunks of
-/// `data`'s first `16 · len` values.
+/// Runs `product(ξ, out)` for the `positions` positions, `out` being the `ξ`-th of equal chunks
+/// of `data`'s first `positions · len` values.
 fn for_each_position(
     data: &mut [f32],
-    len: usize,
+    (positions, len): (usize, usize),
     spreading: Spreading,
     product: impl Fn(usize, &mut [f32]) + Sync,
 ) {
-    data[..XI * len]
+    data[..positions * len]
         .par_chunks_mut(len)
-        .with_min_len(spreading.min_len(XI))
+        .with_min_len(spreading.min_len(positions))
         .enumerate()
         .for_each(|(xi, out)| product(xi, out));
 }
 
 /// `y = epilogue(conv(x, w))`.
 pub fn forward(x: &[f32], w: &[f32], post: &Epilogue, g: &Geometry) -> Vec<f32> {
-    let tiles = Tiling::new(g);
+    forward_tiled(x, w, post, g, &Tiling::new(g))
+}
+
+fn forward_tiled(x: &[f32], w: &[f32], post: &Epilogue, g: &Geometry, tiles: &Tiling) -> Vec<f32> {
+    let tiles = *tiles;
     let spreading = Spreading::of(&tiles);
-    let (c, k) = (g.in_channels, g.out_channels);
-    let filters = filter_transform(w, g);
+    let (c, k, xi) = (g.in_channels, g.out_channels, tiles.xi());
+    let filters = filter_transform(w, g, &tiles);
     // U[ξ], packed once for every band's product at position ξ.
-    let u: Vec<Lhs> = (0..XI)
-        .map(|xi| Lhs::new(plane(&filters, xi, k, c), tiles_in_batch(g)))
+    let u: Vec<Lhs> = (0..xi)
+        .map(|at| Lhs::new(plane(&filters, at, k, c), tiles.in_batch(g.batch)))
         .collect();
     let image_out = k * g.out_plane();
     let mut y = vec![0.0; g.output_len()];
     let chunk = tiles.images * image_out;
-    let scratch = XI * (c + k) * tiles.columns();
+    let scratch = xi * (c + k) * tiles.columns();
     let work = |group, out: &mut [f32], scratch: &mut [f32]| {
         for band in tiles.bands(group, g.batch) {
             let p = band.columns(&tiles);
-            let (v, m) = scratch.split_at_mut(XI * c * tiles.columns());
+            let (v, m) = scratch.split_at_mut(xi * c * tiles.columns());
             transform_inputs(x, g, (&tiles, &band, spreading), v);
-            for_each_position(m, k * p, spreading, |xi, m| {
-                u[xi].times(m, position(v, xi, c, p), false, Parallelism::None);
+            for_each_position(m, (xi, k * p), spreading, |at, m| {
+                u[at].times(m, position(v, (at, xi), c, p), false, Parallelism::None);
             });
-            let out_rows = 2 * band.rows.start * g.out_size[1]
-                ..(2 * band.rows.end).min(g.out_size[0]) * g.out_size[1];
+            let out_rows = tiles.m * band.rows.start * g.out_size[1]
+                ..(tiles.m * band.rows.end).min(g.out_size[0]) * g.out_size[1];
             let m = &*m;
             out.par_chunks_mut(g.out_plane())
                 .with_min_len(spreading.min_len(band.images * k))
@@ -661,7 +723,12 @@ pub fn forward(x: &[f32], w: &[f32], post: &Epilogue, g: &Geometry) -> Vec<f32> 
                     |buf, (n, map)| {
                         let (i, channel) = (n / k, n % k);
                         let at = Spread::new(&m[channel * p + i * band.per_image(&tiles)..], k * p);
-                        output_transform(at, g, &tiles, band.rows.clone(), map, buf);
+                        let rows = band.rows.clone();
+                        if tiles.m == f43::M {
+                            f43::output_transform(at, g, &tiles, rows, map, &mut buf.f43);
+                        } else {
+                            output_transform(at, g, &tiles, rows, map, buf);
+                        }
                         post.apply_map(&mut map[out_rows.clone()], channel);
                     },
                 );
@@ -700,20 +767,31 @@ pub fn gradients(
     want_input: bool,
     want_weight: bool,
 ) -> (Option<Vec<f32>>, Option<Vec<f32>>) {
-    let tiles = Tiling::new(g);
-    let (c, k) = (g.in_channels, g.out_channels);
-    let u = want_input.then(|| filter_transform(w, g));
+    gradients_tiled(x, w, dy, g, [want_input, want_weight], &Tiling::new(g))
+}
+
+fn gradients_tiled(
+    x: &[f32],
+    w: &[f32],
+    dy: &[f32],
+    g: &Geometry,
+    [want_input, want_weight]: [bool; 2],
+    tiles: &Tiling,
+) -> (Option<Vec<f32>>, Option<Vec<f32>>) {
+    let tiles = *tiles;
+    let (c, k, xi) = (g.in_channels, g.out_channels, tiles.xi());
+    let u = want_input.then(|| filter_transform(w, g, &tiles));
     let ut: Option<Vec<Lhs>> = u.as_ref().map(|u| {
-        (0..XI)
-            .map(|xi| Lhs::new(plane(u, xi, k, c).t(), tiles_in_batch(g)))
+        (0..xi)
+            .map(|at| Lhs::new(plane(u, at, k, c).t(), tiles.in_batch(g.batch)))
             .collect()
     });
     let image_in = c * g.in_plane();
     let mut dx = vec![0.0; if want_input { g.input_len() } else { 0 }];
     let scratch = || GradScratch {
-        yhat: vec![0.0; XI * k * tiles.columns()],
-        v: vec![0.0; XI * c * tiles.columns()],
-        du: vec![0.0; if want_weight { XI * k * c } else { 0 }],
+        yhat: vec![0.0; xi * k * tiles.columns()],
+        v: vec![0.0; xi * c * tiles.columns()],
+        du: vec![0.0; if want_weight { xi * k * c } else { 0 }],
     };
     let spreading = Spreading::of(&tiles);
     let group = |group: usize, dx: &mut [f32], s: &mut GradScratch| {
@@ -723,8 +801,8 @@ pub fn gradients(
             transform_output_grads(dy, g, band_of, &mut s.yhat);
             let yhat = &s.yhat;
             if let Some(ut) = &ut {
-                for_each_position(&mut s.v, c * p, spreading, |xi, dv| {
-                    ut[xi].times(dv, position(yhat, xi, k, p), false, Parallelism::None);
+                for_each_position(&mut s.v, (xi, c * p), spreading, |at, dv| {
+                    ut[at].times(dv, position(yhat, (at, xi), k, p), false, Parallelism::None);
                 });
                 let dv = &s.v;
                 dx.par_chunks_mut(g.in_plane())
@@ -736,16 +814,21 @@ pub fn gradients(
                             let (i, channel) = (n / c, n % c);
                             let at = &dv[channel * p + i * band.per_image(&tiles)..];
                             let at = Spread::new(at, c * p);
-                            input_scatter(at, g, &tiles, band.rows.clone(), input, buf);
+                            let rows = band.rows.clone();
+                            if tiles.m == f43::M {
+                                f43::input_scatter(at, g, &tiles, rows, input, &mut buf.f43);
+                            } else {
+                                input_scatter(at, g, &tiles, rows, input, buf);
+                            }
                         },
                     );
             }
             if want_weight {
                 transform_inputs(x, g, band_of, &mut s.v);
                 let v = &s.v;
-                for_each_position(&mut s.du, k * c, spreading, |xi, du| {
-                    let vt = position(v, xi, c, p).t();
-                    let yhat = Lhs::new(position(yhat, xi, k, p), c);
+                for_each_position(&mut s.du, (xi, k * c), spreading, |at, du| {
+                    let vt = position(v, (at, xi), c, p).t();
+                    let yhat = Lhs::new(position(yhat, (at, xi), k, p), c);
                     yhat.times(du, vt, true, Parallelism::None);
                 });
             }
@@ -782,7 +865,7 @@ pub fn gradients(
             vec![s.du]
         }
     };
-    let dw = want_weight.then(|| filter_grad(&sum_parts(partial_du), g));
+    let dw = want_weight.then(|| filter_grad(&sum_parts(partial_du), g, &tiles));
     (want_input.then_some(dx), dw)
 }
 
@@ -809,9 +892,15 @@ mod tests {
     }
 
     /// Winograd against the im2col kernels (themselves checked against Burn): the output
-    /// through a bias + ReLU epilogue, and both gradients.
+    /// through a bias + ReLU epilogue, and both gradients; with 2×2 and with 4×4 tiles.
     fn assert_matches_im2col(g: &Geometry) {
         assert!(covers(g));
+        for m in [2, f43::M] {
+            assert_tiling_matches_im2col(g, &Tiling::with_tile(g, m));
+        }
+    }
+
+    fn assert_tiling_matches_im2col(g: &Geometry, tiles: &Tiling) {
         let x = values(g.input_len(), 1);
         let w = values(g.out_channels * g.in_channels * 9, 2);
         let dy = values(g.output_len(), 3);
@@ -822,18 +911,18 @@ mod tests {
             ..Epilogue::default()
         };
         let grads = |input: bool, weight: bool| {
-            let (dx, dw) = gradients(&x, &w, &dy, g, input, weight);
+            let (dx, dw) = gradients_tiled(&x, &w, &dy, g, [input, weight], tiles);
             assert_eq!((dx.is_some(), dw.is_some()), (input, weight));
             dx.or(dw).unwrap_or_default()
         };
-        let (dx, dw) = gradients(&x, &w, &dy, g, true, true);
+        let (dx, dw) = gradients_tiled(&x, &w, &dy, g, [true, true], tiles);
         let (dx_ref, dw_ref) = (
             kernels::dense_input_grad(&w, &dy, g),
             kernels::dense_weight_grad(&x, &dy, g),
         );
         let pairs = [
             (
-                forward(&x, &w, &post, g),
+                forward_tiled(&x, &w, &post, g, tiles),
                 kernels::dense_forward(&x, &w, &post, g),
                 "output",
             ),
@@ -842,8 +931,11 @@ mod tests {
             (dx.unwrap_or_default(), dx_ref, "input grad"),
             (dw.unwrap_or_default(), dw_ref, "weight grad"),
         ];
+        // F(4×4, 3×3)'s larger transform coefficients (up to 8 and 1/24) cost about a digit.
+        let tolerance = if tiles.m == 2 { 1e-5 } else { 1e-4 };
         for (ours, reference, what) in pairs {
-            assert_close_values(&ours, &reference, 1e-5, &format!("{what} {g:?}"));
+            let what = format!("{what}, {}×{} tiles, {g:?}", tiles.m, tiles.m);
+            assert_close_values(&ours, &reference, tolerance, &what);
         }
     }
 
@@ -866,8 +958,11 @@ mod tests {
     #[test]
     fn bands_of_tile_rows() {
         // A large map is cut into bands of tile rows, whose tiles overlap at the bands' edges.
-        let g = geometry(2, [64, 64], [48, 47], [1, 1]);
-        assert!(Tiling::new(&g).band_rows < Tiling::new(&g).rows);
+        let g = geometry(2, [32, 32], [88, 87], [1, 1]);
+        for m in [2, f43::M] {
+            let tiles = Tiling::with_tile(&g, m);
+            assert!(tiles.band_rows < tiles.rows, "{tiles:?}");
+        }
         assert_matches_im2col(&g);
     }
 

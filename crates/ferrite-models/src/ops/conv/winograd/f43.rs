@@ -1,0 +1,395 @@
+//! The transforms of F(4×4, 3×3): 6×6 input tiles, 4 apart, give 4×4 output tiles for 36
+//! multiplies instead of 144 (F(2×2, 3×3): 16 for 36), with the interpolation points 0, ±1,
+//! ±2 and ∞ of Lavin & Gray:
+//!
+//! ```text
+//! Bᵀ = ⎡4  0 −5  0  1  0⎤   G = ⎡ 1/4     0     0 ⎤   Aᵀ = ⎡1  1  1  1  1  0⎤
+//!      ⎢0 −4 −4  1  1  0⎥       ⎢−1/6  −1/6  −1/6 ⎥        ⎢0  1 −1  2 −2  0⎥
+//!      ⎢0  4 −4 −1  1  0⎥       ⎢−1/6   1/6  −1/6 ⎥        ⎢0  1  1  4  4  0⎥
+//!      ⎢0 −2 −1  2  1  0⎥       ⎢1/24  1/12   1/6 ⎥        ⎣0  1 −1  8 −8  1⎦
+//!      ⎢0  2 −1 −2  1  0⎥       ⎢1/24 −1/12   1/6 ⎥
+//!      ⎣0  4  0 −5  0  1⎦       ⎣   0     0     1 ⎦
+//! ```
+//!
+//! Every transform works on one tile row at a time with the tiles as the vector lanes: a
+//! matrix along the rows is a few whole-row passes, and along the columns the rows are split
+//! into their four column phases first, so that "column k of every tile" is one contiguous run.
+
+use std::array;
+use std::ops::Range;
+
+use multiversion::multiversion;
+
+use super::super::kernels::Geometry;
+use super::{Spread, Tiling};
+
+/// Output tile side and input tile side.
+pub(super) const M: usize = 4;
+const N: usize = M + 2;
+
+pub(super) const G: [[f32; 3]; N] = [
+    [0.25, 0.0, 0.0],
+    [-1.0 / 6.0, -1.0 / 6.0, -1.0 / 6.0],
+    [-1.0 / 6.0, 1.0 / 6.0, -1.0 / 6.0],
+    [1.0 / 24.0, 1.0 / 12.0, 1.0 / 6.0],
+    [1.0 / 24.0, -1.0 / 12.0, 1.0 / 6.0],
+    [0.0, 0.0, 1.0],
+];
+
+/// `out[i] = Σ_k Bᵀ[i][k]·d[k]`, element by element (the sums and differences of Bᵀ's rows).
+#[inline(always)]
+fn bt(d: [&[f32]; N], out: [&mut [f32]; N]) {
+    let len = out[0].len();
+    let [d0, d1, d2, d3, d4, d5] = d.map(|r| &r[..len]);
+    let [o0, o1, o2, o3, o4, o5] = out.map(|r| &mut r[..len]);
+    for x in 0..len {
+        let (p, q) = (d4[x] - 4.0 * d2[x], d3[x] - 4.0 * d1[x]);
+        let (s, t) = (d4[x] - d2[x], 2.0 * (d3[x] - d1[x]));
+        o0[x] = 4.0 * d0[x] - 5.0 * d2[x] + d4[x];
+        o1[x] = p + q;
+        o2[x] = p - q;
+        o3[x] = s + t;
+        o4[x] = s - t;
+        o5[x] = 4.0 * d1[x] - 5.0 * d3[x] + d5[x];
+    }
+}
+
+/// The adjoint of [`bt`]: `out[a] = Σ_i Bᵀ[i][a]·v[i]`.
+#[inline(always)]
+fn b(v: [&[f32]; N], out: [&mut [f32]; N]) {
+    let len = out[0].len();
+    let [v0, v1, v2, v3, v4, v5] = v.map(|r| &r[..len]);
+    let [o0, o1, o2, o3, o4, o5] = out.map(|r| &mut r[..len]);
+    for x in 0..len {
+        let (p, q) = (v1[x] + v2[x], v3[x] + v4[x]);
+        let (r, s) = (v2[x] - v1[x], v3[x] - v4[x]);
+        o0[x] = 4.0 * v0[x];
+        o1[x] = 4.0 * (r + v5[x]) - 2.0 * s;
+        o2[x] = -5.0 * v0[x] - 4.0 * p - q;
+        o3[x] = 2.0 * s - r - 5.0 * v5[x];
+        o4[x] = v0[x] + p + q;
+        o5[x] = v5[x];
+    }
+}
+
+/// `out[r] = Σ_j Aᵀ[r][j]·m[j]`.
+#[inline(always)]
+fn at(m: [&[f32]; N], out: [&mut [f32]; M]) {
+    let len = out[0].len();
+    let [m0, m1, m2, m3, m4, m5] = m.map(|r| &r[..len]);
+    let [o0, o1, o2, o3] = out.map(|r| &mut r[..len]);
+    for x in 0..len {
+        let (p, q) = (m1[x] + m2[x], m3[x] + m4[x]);
+        let (r, s) = (m1[x] - m2[x], m3[x] - m4[x]);
+        o0[x] = m0[x] + p + q;
+        o1[x] = r + 2.0 * s;
+        o2[x] = p + 4.0 * q;
+        o3[x] = r + 8.0 * s + m5[x];
+    }
+}
+
+/// The adjoint of [`at`]: `out[j] = Σ_r Aᵀ[r][j]·e[r]`.
+#[inline(always)]
+fn a(e: [&[f32]; M], out: [&mut [f32]; N]) {
+    let len = out[0].len();
+    let [e0, e1, e2, e3] = e.map(|r| &r[..len]);
+    let [o0, o1, o2, o3, o4, o5] = out.map(|r| &mut r[..len]);
+    for x in 0..len {
+        let (p, q) = (e0[x] + e2[x], e1[x] + e3[x]);
+        let (r, s) = (e0[x] + 4.0 * e2[x], 2.0 * e1[x] + 8.0 * e3[x]);
+        o0[x] = e0[x];
+        o1[x] = p + q;
+        o2[x] = p - q;
+        o3[x] = r + s;
+        o4[x] = r - s;
+        o5[x] = e3[x];
+    }
+}
+
+/// `K` runs of `len` values, `stride` apart, from `at` in `data`.
+#[inline(always)]
+fn runs<const K: usize>(data: &[f32], at: usize, stride: usize, len: usize) -> [&[f32]; K] {
+    array::from_fn(|k| &data[at + k * stride..][..len])
+}
+
+/// The same, mutable (`stride ≥ len`, so the runs do not overlap).
+#[inline(always)]
+fn runs_mut<const K: usize>(
+    data: &mut [f32],
+    at: usize,
+    stride: usize,
+    len: usize,
+) -> [&mut [f32]; K] {
+    let mut rest = &mut data[at..];
+    array::from_fn(|_| {
+        let step = stride.min(rest.len());
+        let (run, after) = std::mem::take(&mut rest).split_at_mut(step);
+        rest = after;
+        &mut run[..len]
+    })
+}
+
+/// `out += values`.
+#[inline(always)]
+fn add(out: &mut [f32], values: &[f32]) {
+    out.iter_mut().zip(values).for_each(|(o, v)| *o += v);
+}
+
+/// `row` split into its four column phases, `stride` apart in `phases`, from `at` on: phase
+/// `p` gets `row[p]`, `row[p + 4]`, ….
+#[inline(always)]
+fn split_columns(row: &[f32], phases: &mut [f32], stride: usize, at: usize) {
+    for (t, chunk) in row.chunks(M).enumerate() {
+        for (p, &v) in chunk.iter().enumerate() {
+            phases[p * stride + at + t] = v;
+        }
+    }
+}
+
+/// The adjoint of [`split_columns`] (from `at` = 0): `row[x] = phases[(x % 4)·stride + x / 4]`.
+#[inline(always)]
+fn merge_columns(phases: &[f32], stride: usize, row: &mut [f32]) {
+    for (t, chunk) in row.chunks_mut(M).enumerate() {
+        for (p, v) in chunk.iter_mut().enumerate() {
+            *v = phases[p * stride + t];
+        }
+    }
+}
+
+/// Scratch values one plane's transforms need.
+pub(super) fn buffer_len(tiles: &Tiling) -> usize {
+    let (cols, width) = (tiles.cols, M * tiles.cols + 2);
+    let n = tiles.band_rows * cols;
+    let input = (M * tiles.band_rows + 2) * width + N * width + N * M * (n + 1);
+    let scatter = (N * N + N) * n + N * M * (n + 1) + M * (cols + 1);
+    input.max(scatter).max((N * M + M * M) * n)
+}
+
+/// `V = Bᵀ·d·B` for every 6×6 tile `d` of one input plane (zeros outside it), tile rows `band`.
+///
+/// Each tile row ends in a spare tile past the map's edge (see [`Tiling`]), so that the tile
+/// columns of the whole band are one run: "column k of every tile" is then one pass over the
+/// band however narrow the map, the spare tile taking what spills over from the next row.
+#[multiversion(targets = "simd")]
+pub(super) fn input_transform(
+    plane: &[f32],
+    g: &Geometry,
+    tiles: &Tiling,
+    band: Range<usize>,
+    mut v: Spread<&mut [f32]>,
+    buf: &mut [f32],
+) {
+    let [in_h, in_w] = g.in_size;
+    let [pad_y, pad_x] = g.pad;
+    let cols = tiles.cols;
+    let (width, height) = (M * cols + 2, M * band.len() + 2);
+    let (n, span) = (band.len() * cols, band.len() * cols + 1);
+    let (padded, rest) = buf.split_at_mut(height * width);
+    let (rows, phases) = rest.split_at_mut(N * width);
+    let phases = &mut phases[..N * M * span];
+    padded.fill(0.0);
+    let top = M * band.start;
+    for (y, line) in plane.chunks_exact(in_w).enumerate().take(in_h) {
+        let Some(row) = (y + pad_y).checked_sub(top).filter(|&r| r < height) else {
+            continue;
+        };
+        padded[row * width + pad_x..][..in_w].copy_from_slice(line);
+    }
+    // Bᵀ down each tile row's six padded rows; every result row into its column phases,
+    // tile rows one after another (in order: each overwrites its predecessor's spill).
+    for local in 0..band.len() {
+        bt(
+            runs(padded, M * local * width, width, width),
+            runs_mut(rows, 0, width, width),
+        );
+        for (i, row) in rows.chunks_exact(width).enumerate() {
+            split_columns(row, &mut phases[i * M * span..], span, local * cols);
+        }
+    }
+    // Bᵀ along the rows: column k of every tile is phase k mod 4, from tile k / 4 on.
+    for i in 0..N {
+        let phases = &phases[i * M * span..][..M * span];
+        let columns = array::from_fn(|k| &phases[(k % M) * span + k / M..][..n]);
+        let mut out = v.rows(N * i, 0, n);
+        bt(columns, array::from_fn(|_| out.next()));
+    }
+}
+
+/// `dx += Σ B·dV·Bᵀ` over the (overlapping) tiles of one input plane in tile rows `band`: the
+/// adjoint of [`input_transform`]. The spare tiles' `dV` is zero (their output gradient is).
+#[multiversion(targets = "simd")]
+pub(super) fn input_scatter(
+    dv: Spread<&[f32]>,
+    g: &Geometry,
+    tiles: &Tiling,
+    band: Range<usize>,
+    plane: &mut [f32],
+    buf: &mut [f32],
+) {
+    let [in_h, in_w] = g.in_size;
+    let [pad_y, pad_x] = g.pad;
+    let cols = tiles.cols;
+    let (n, span) = (band.len() * cols, band.len() * cols + 1);
+    let (h, rest) = buf.split_at_mut(N * N * n);
+    let (z, rest) = rest.split_at_mut(N * n);
+    let (acc, rest) = rest.split_at_mut(N * M * span);
+    let line = &mut rest[..M * (cols + 1)];
+    // h[i][b]: B along the tile rows.
+    for i in 0..N {
+        let row = runs(dv.data, N * i * dv.xi_stride, dv.xi_stride, n);
+        b(row, runs_mut(h, N * i * n, n, n));
+    }
+    // B down column b gives row a of every tile at column 4·tx + b: acc[a], phase b mod 4,
+    // from tile b / 4 on.
+    acc.fill(0.0);
+    for col in 0..N {
+        b(runs(h, col * n, N * n, n), runs_mut(z, 0, n, n));
+        for (a, values) in z.chunks_exact(n).enumerate() {
+            add(&mut acc[(a * M + col % M) * span + col / M..][..n], values);
+        }
+    }
+    // Padded row 4·ty + a takes acc[a] at the tile row's columns.
+    for (local, ty) in band.enumerate() {
+        for a in 0..N {
+            let Some(y) = (M * ty + a).checked_sub(pad_y).filter(|&y| y < in_h) else {
+                continue;
+            };
+            merge_columns(&acc[a * M * span + local * cols..], span, line);
+            let from = line.get(pad_x..).unwrap_or_default();
+            add(&mut plane[y * in_w..(y + 1) * in_w], from);
+        }
+    }
+}
+
+/// `y = Aᵀ·M·A` for every tile of one output map in tile rows `band`.
+#[multiversion(targets = "simd")]
+pub(super) fn output_transform(
+    m: Spread<&[f32]>,
+    g: &Geometry,
+    tiles: &Tiling,
+    band: Range<usize>,
+    map: &mut [f32],
+    buf: &mut [f32],
+) {
+    let [out_h, out_w] = g.out_size;
+    let (cols, n) = (tiles.cols, band.len() * tiles.cols);
+    // t[i][r]: Aᵀ along the tile rows; o[s][r]: then down the columns.
+    let (t, rest) = buf.split_at_mut(N * M * n);
+    let o = &mut rest[..M * M * n];
+    for i in 0..N {
+        let row = runs(m.data, N * i * m.xi_stride, m.xi_stride, n);
+        at(row, runs_mut(t, M * i * n, n, n));
+    }
+    for r in 0..M {
+        at(runs(t, r * n, M * n, n), runs_mut(o, r * n, M * n, n));
+    }
+    // o[s][r] of tile tx: output row 4·ty + s, column 4·tx + r.
+    for (local, ty) in band.enumerate() {
+        for s in 0..M {
+            let y = M * ty + s;
+            if y >= out_h {
+                break;
+            }
+            let phases = &o[M * s * n + local * cols..];
+            merge_columns(phases, n, &mut map[y * out_w..(y + 1) * out_w]);
+        }
+    }
+}
+
+/// `Ŷ = A·dy·Aᵀ` for every 4×4 tile of one output-gradient map (zeros outside it): the
+/// adjoint of [`output_transform`].
+#[multiversion(targets = "simd")]
+pub(super) fn output_grad_transform(
+    map: &[f32],
+    g: &Geometry,
+    tiles: &Tiling,
+    band: Range<usize>,
+    mut yhat: Spread<&mut [f32]>,
+    buf: &mut [f32],
+) {
+    let [out_h, out_w] = g.out_size;
+    let (cols, n) = (tiles.cols, band.len() * tiles.cols);
+    // e[s][r]: row s of every tile, column phase r; u[i][r]: A down the columns.
+    let (e, rest) = buf.split_at_mut(M * M * n);
+    let u = &mut rest[..N * M * n];
+    e.fill(0.0);
+    for (local, ty) in band.enumerate() {
+        for s in 0..M {
+            let y = M * ty + s;
+            if let Some(row) = map.get(y * out_w..(y + 1) * out_w).filter(|_| y < out_h) {
+                split_columns(row, &mut e[M * s * n..], n, local * cols);
+            }
+        }
+    }
+    for r in 0..M {
+        a(runs(e, r * n, M * n, n), runs_mut(u, r * n, M * n, n));
+    }
+    let mut out = yhat.rows(0, 0, n);
+    for i in 0..N {
+        a(runs(u, M * i * n, n, n), array::from_fn(|_| out.next()));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ops::test_util::{assert_close_values, values};
+
+    const BT: [[f32; N]; N] = [
+        [4.0, 0.0, -5.0, 0.0, 1.0, 0.0],
+        [0.0, -4.0, -4.0, 1.0, 1.0, 0.0],
+        [0.0, 4.0, -4.0, -1.0, 1.0, 0.0],
+        [0.0, -2.0, -1.0, 2.0, 1.0, 0.0],
+        [0.0, 2.0, -1.0, -2.0, 1.0, 0.0],
+        [0.0, 4.0, 0.0, -5.0, 0.0, 1.0],
+    ];
+
+    const AT: [[f32; N]; M] = [
+        [1.0, 1.0, 1.0, 1.0, 1.0, 0.0],
+        [0.0, 1.0, -1.0, 2.0, -2.0, 0.0],
+        [0.0, 1.0, 1.0, 4.0, 4.0, 0.0],
+        [0.0, 1.0, -1.0, 8.0, -8.0, 1.0],
+    ];
+
+    /// `Σ_k matrix[r][k]·inputs[k]` (or the transpose's), element by element.
+    fn reference<const R: usize, const C: usize>(
+        matrix: &[[f32; C]; R],
+        transposed: bool,
+        inputs: &[Vec<f32>],
+    ) -> Vec<f32> {
+        let (rows, cols) = if transposed { (C, R) } else { (R, C) };
+        let coefficient = |r: usize, k: usize| {
+            if transposed {
+                matrix[k][r]
+            } else {
+                matrix[r][k]
+            }
+        };
+        let len = inputs[0].len();
+        (0..rows)
+            .flat_map(|r| (0..len).map(move |x| (r, x)))
+            .map(|(r, x)| (0..cols).map(|k| coefficient(r, k) * inputs[k][x]).sum())
+            .collect()
+    }
+
+    #[test]
+    fn sums_and_differences_are_the_matrices() {
+        let len = 19;
+        let inputs: Vec<Vec<f32>> = (0..N as u64).map(|seed| values(len, seed)).collect();
+        let mut out = vec![0.0; N * len];
+        fn six(out: &mut [f32], len: usize) -> [&mut [f32]; N] {
+            runs_mut(out, 0, len, len)
+        }
+        let six_in: [&[f32]; N] = array::from_fn(|k| &inputs[k][..]);
+        let four_in: [&[f32]; M] = array::from_fn(|k| &inputs[k][..]);
+        bt(six_in, six(&mut out, len));
+        assert_close_values(&out, &reference(&BT, false, &inputs), 1e-6, "Bᵀ");
+        b(six_in, six(&mut out, len));
+        assert_close_values(&out, &reference(&BT, true, &inputs), 1e-6, "B");
+        at(six_in, runs_mut(&mut out, 0, len, len));
+        let four = &out[..M * len];
+        assert_close_values(four, &reference(&AT, false, &inputs), 1e-6, "Aᵀ");
+        a(four_in, six(&mut out, len));
+        assert_close_values(&out, &reference(&AT, true, &inputs[..M]), 1e-6, "A");
+    }
+}

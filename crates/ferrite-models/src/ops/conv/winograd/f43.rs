@@ -39,9 +39,42 @@ pub(super) const G: [[f32; 3]; N] = [
 /// `out[i] = Σ_k Bᵀ[i][k]·d[k]`, element by element (the sums and differences of Bᵀ's rows).
 #[inline(always)]
 fn bt(d: [&[f32]; N], out: [&mut [f32]; N]) {
-    let len = out[0].len();
-    let [d0, d1, d2, d3, d4, d5] = d.map(|r| &r[..len]);
-    let [o0, o1, o2, o3, o4, o5] = out.map(|r| &mut r[..len]);
+    let [d0, d1, d2, d3, d4, d5] = d;
+    let [o0, o1, o2, o3, o4, o5] = out;
+    bt_rows(d0, d1, d2, d3, d4, d5, o0, o1, o2, o3, o4, o5);
+}
+
+/// [`bt`] on separate slices: as function arguments they are known not to overlap, so the
+/// loop vectorises without run-time overlap checks (which it failed as an array of slices).
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+fn bt_rows(
+    d0: &[f32],
+    d1: &[f32],
+    d2: &[f32],
+    d3: &[f32],
+    d4: &[f32],
+    d5: &[f32],
+    o0: &mut [f32],
+    o1: &mut [f32],
+    o2: &mut [f32],
+    o3: &mut [f32],
+    o4: &mut [f32],
+    o5: &mut [f32],
+) {
+    let len = o0.len();
+    let d0 = &d0[..len];
+    let d1 = &d1[..len];
+    let d2 = &d2[..len];
+    let d3 = &d3[..len];
+    let d4 = &d4[..len];
+    let d5 = &d5[..len];
+    let o0 = &mut o0[..len];
+    let o1 = &mut o1[..len];
+    let o2 = &mut o2[..len];
+    let o3 = &mut o3[..len];
+    let o4 = &mut o4[..len];
+    let o5 = &mut o5[..len];
     for x in 0..len {
         let (p, q) = (d4[x] - 4.0 * d2[x], d3[x] - 4.0 * d1[x]);
         let (s, t) = (d4[x] - d2[x], 2.0 * (d3[x] - d1[x]));
@@ -57,9 +90,42 @@ fn bt(d: [&[f32]; N], out: [&mut [f32]; N]) {
 /// The adjoint of [`bt`]: `out[a] = Σ_i Bᵀ[i][a]·v[i]`.
 #[inline(always)]
 fn b(v: [&[f32]; N], out: [&mut [f32]; N]) {
-    let len = out[0].len();
-    let [v0, v1, v2, v3, v4, v5] = v.map(|r| &r[..len]);
-    let [o0, o1, o2, o3, o4, o5] = out.map(|r| &mut r[..len]);
+    let [v0, v1, v2, v3, v4, v5] = v;
+    let [o0, o1, o2, o3, o4, o5] = out;
+    b_rows(v0, v1, v2, v3, v4, v5, o0, o1, o2, o3, o4, o5);
+}
+
+/// [`b`] on separate slices: as function arguments they are known not to overlap, so the
+/// loop vectorises without run-time overlap checks (which it failed as an array of slices).
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+fn b_rows(
+    v0: &[f32],
+    v1: &[f32],
+    v2: &[f32],
+    v3: &[f32],
+    v4: &[f32],
+    v5: &[f32],
+    o0: &mut [f32],
+    o1: &mut [f32],
+    o2: &mut [f32],
+    o3: &mut [f32],
+    o4: &mut [f32],
+    o5: &mut [f32],
+) {
+    let len = o0.len();
+    let v0 = &v0[..len];
+    let v1 = &v1[..len];
+    let v2 = &v2[..len];
+    let v3 = &v3[..len];
+    let v4 = &v4[..len];
+    let v5 = &v5[..len];
+    let o0 = &mut o0[..len];
+    let o1 = &mut o1[..len];
+    let o2 = &mut o2[..len];
+    let o3 = &mut o3[..len];
+    let o4 = &mut o4[..len];
+    let o5 = &mut o5[..len];
     for x in 0..len {
         let (p, q) = (v1[x] + v2[x], v3[x] + v4[x]);
         let (r, s) = (v2[x] - v1[x], v3[x] - v4[x]);
@@ -75,9 +141,38 @@ fn b(v: [&[f32]; N], out: [&mut [f32]; N]) {
 /// `out[r] = Σ_j Aᵀ[r][j]·m[j]`.
 #[inline(always)]
 fn at(m: [&[f32]; N], out: [&mut [f32]; M]) {
-    let len = out[0].len();
-    let [m0, m1, m2, m3, m4, m5] = m.map(|r| &r[..len]);
-    let [o0, o1, o2, o3] = out.map(|r| &mut r[..len]);
+    let [m0, m1, m2, m3, m4, m5] = m;
+    let [o0, o1, o2, o3] = out;
+    at_rows(m0, m1, m2, m3, m4, m5, o0, o1, o2, o3);
+}
+
+/// [`at`] on separate slices: as function arguments they are known not to overlap, so the
+/// loop vectorises without run-time overlap checks (which it failed as an array of slices).
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+fn at_rows(
+    m0: &[f32],
+    m1: &[f32],
+    m2: &[f32],
+    m3: &[f32],
+    m4: &[f32],
+    m5: &[f32],
+    o0: &mut [f32],
+    o1: &mut [f32],
+    o2: &mut [f32],
+    o3: &mut [f32],
+) {
+    let len = o0.len();
+    let m0 = &m0[..len];
+    let m1 = &m1[..len];
+    let m2 = &m2[..len];
+    let m3 = &m3[..len];
+    let m4 = &m4[..len];
+    let m5 = &m5[..len];
+    let o0 = &mut o0[..len];
+    let o1 = &mut o1[..len];
+    let o2 = &mut o2[..len];
+    let o3 = &mut o3[..len];
     for x in 0..len {
         let (p, q) = (m1[x] + m2[x], m3[x] + m4[x]);
         let (r, s) = (m1[x] - m2[x], m3[x] - m4[x]);
@@ -91,9 +186,38 @@ fn at(m: [&[f32]; N], out: [&mut [f32]; M]) {
 /// The adjoint of [`at`]: `out[j] = Σ_r Aᵀ[r][j]·e[r]`.
 #[inline(always)]
 fn a(e: [&[f32]; M], out: [&mut [f32]; N]) {
-    let len = out[0].len();
-    let [e0, e1, e2, e3] = e.map(|r| &r[..len]);
-    let [o0, o1, o2, o3, o4, o5] = out.map(|r| &mut r[..len]);
+    let [e0, e1, e2, e3] = e;
+    let [o0, o1, o2, o3, o4, o5] = out;
+    a_rows(e0, e1, e2, e3, o0, o1, o2, o3, o4, o5);
+}
+
+/// [`a`] on separate slices: as function arguments they are known not to overlap, so the
+/// loop vectorises without run-time overlap checks (which it failed as an array of slices).
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+fn a_rows(
+    e0: &[f32],
+    e1: &[f32],
+    e2: &[f32],
+    e3: &[f32],
+    o0: &mut [f32],
+    o1: &mut [f32],
+    o2: &mut [f32],
+    o3: &mut [f32],
+    o4: &mut [f32],
+    o5: &mut [f32],
+) {
+    let len = o0.len();
+    let e0 = &e0[..len];
+    let e1 = &e1[..len];
+    let e2 = &e2[..len];
+    let e3 = &e3[..len];
+    let o0 = &mut o0[..len];
+    let o1 = &mut o1[..len];
+    let o2 = &mut o2[..len];
+    let o3 = &mut o3[..len];
+    let o4 = &mut o4[..len];
+    let o5 = &mut o5[..len];
     for x in 0..len {
         let (p, q) = (e0[x] + e2[x], e1[x] + e3[x]);
         let (r, s) = (e0[x] + 4.0 * e2[x], 2.0 * e1[x] + 8.0 * e3[x]);

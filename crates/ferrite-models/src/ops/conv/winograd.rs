@@ -61,9 +61,9 @@ fn tiles_in_batch(g: &Geometry) -> usize {
 
 /// The output tile side: F(4×4, 3×3) on maps of at least 24², F(2×2, 3×3) on smaller ones.
 /// Measured per layer (`conv_layers 5 vgg 64`, forward + both gradients, ms, F(2×2) → F(4×4)):
-/// 64→64 at 48² 90–92 → 64–71, 64→128 at 24² 46–50 → 31–33, 128→128 at 24² 74–81 → 55–61;
-/// at 12² (three 4×4 tiles and a spare per row) no gain: 128→256 40–42 → 41–50, 256→256 68–69
-/// → 72–75, DeXpression's 96→208 28–29 → 27–29.
+/// 64→64 at 48² 92–95 → 56–62, 64→128 at 24² 46 → 30–31, 128→128 at 24² 81–85 → 57–67;
+/// at 12² (three 4×4 tiles and a spare per row) no gain: 128→256 39–42 → 43–45, 256→256 72
+/// → 72–73, DeXpression's 96→208 27–28 → 26–28.
 const MIN_F43_SIDE: usize = 24;
 
 fn tile_side(g: &Geometry) -> usize {

@@ -263,20 +263,41 @@ fn add(out: &mut [f32], values: &[f32]) {
 /// `p` gets `row[p]`, `row[p + 4]`, ….
 #[inline(always)]
 fn split_columns(row: &[f32], phases: &mut [f32], stride: usize, at: usize) {
-    for (t, chunk) in row.chunks(M).enumerate() {
-        for (p, &v) in chunk.iter().enumerate() {
-            phases[p * stride + at + t] = v;
-        }
+    let whole = row.len() / M;
+    let [q0, q1, q2, q3] = runs_mut(phases, at, stride, whole + 1);
+    deinterleave4(&row[..M * whole], q0, q1, q2, q3);
+    for (p, &v) in row[M * whole..].iter().enumerate() {
+        phases[p * stride + at + whole] = v;
+    }
+}
+
+/// `row`'s values by position mod 4, as exact quadruples (a loop that vectorises).
+#[inline(always)]
+fn deinterleave4(row: &[f32], q0: &mut [f32], q1: &mut [f32], q2: &mut [f32], q3: &mut [f32]) {
+    let quads = row.chunks_exact(M);
+    for ((((quad, a), b), c), d) in quads.zip(q0).zip(q1).zip(q2).zip(q3) {
+        (*a, *b, *c, *d) = (quad[0], quad[1], quad[2], quad[3]);
     }
 }
 
 /// The adjoint of [`split_columns`] (from `at` = 0): `row[x] = phases[(x % 4)·stride + x / 4]`.
 #[inline(always)]
 fn merge_columns(phases: &[f32], stride: usize, row: &mut [f32]) {
-    for (t, chunk) in row.chunks_mut(M).enumerate() {
-        for (p, v) in chunk.iter_mut().enumerate() {
-            *v = phases[p * stride + t];
-        }
+    let whole = row.len() / M;
+    let [q0, q1, q2, q3] = runs(phases, 0, stride, whole);
+    let (quads, rest) = row.split_at_mut(M * whole);
+    interleave4(q0, q1, q2, q3, quads);
+    for (p, v) in rest.iter_mut().enumerate() {
+        *v = phases[p * stride + whole];
+    }
+}
+
+/// The inverse of [`deinterleave4`].
+#[inline(always)]
+fn interleave4(q0: &[f32], q1: &[f32], q2: &[f32], q3: &[f32], row: &mut [f32]) {
+    let quads = row.chunks_exact_mut(M);
+    for ((((quad, a), b), c), d) in quads.zip(q0).zip(q1).zip(q2).zip(q3) {
+        quad.copy_from_slice(&[*a, *b, *c, *d]);
     }
 }
 

@@ -382,7 +382,8 @@ fn input_transform(
     for (local, _) in band.enumerate() {
         let at = |i: usize| &padded[(2 * local + i) * width..][..width];
         let (s0, s1, s2, s3) = (at(0), at(1), at(2), at(3));
-        let [d0, d1, d2, d3] = rows;
+        // Resliced to `width`: the loops then index without bounds checks, and vectorise.
+        let [d0, d1, d2, d3] = rows.each_mut().map(|d| &mut d[..width]);
         for x in 0..width {
             d0[x] = s0[x] - s2[x];
             d1[x] = s1[x] + s2[x];
@@ -446,6 +447,8 @@ fn b_times_rows(out: &mut [f32], [a, b, c, d]: [&[f32]; 4], n: usize) {
     let (o0, rest) = out.split_at_mut(n);
     let (o1, rest) = rest.split_at_mut(n);
     let (o2, o3) = rest.split_at_mut(n);
+    let (o0, o1, o2, o3) = (&mut o0[..n], &mut o1[..n], &mut o2[..n], &mut o3[..n]);
+    let (a, b, c, d) = (&a[..n], &b[..n], &c[..n], &d[..n]);
     for t in 0..n {
         o0[t] = a[t];
         o1[t] = b[t] - c[t] + d[t];
@@ -499,6 +502,7 @@ fn output_transform(
             let [even, odd] = halves
                 .get_disjoint_mut([2 * i, 2 * i + 1])
                 .expect("distinct");
+            let (even, odd) = (&mut even[..cols], &mut odd[..cols]);
             for tx in 0..cols {
                 even[tx] = m0[tx] + m1[tx] + m2[tx];
                 odd[tx] = m1[tx] - m2[tx] - m3[tx];
@@ -556,7 +560,7 @@ fn output_grad_transform(
         // Ŷ[4i + j] = A[i]·(a, b) down the rows, then A[j]·(even, odd) along them, with
         // A = [[1, 0], [1, 1], [1, −1], [0, −1]]: sums and differences only.
         let mut runs = yhat.rows(0, local * cols, cols);
-        let out: [&mut [f32]; XI] = std::array::from_fn(|_| runs.next());
+        let out: [&mut [f32]; XI] = std::array::from_fn(|_| &mut runs.next()[..cols]);
         for t in 0..cols {
             let (a0, a1, b0, b1) = (ae[t], ao[t], be[t], bo[t]);
             let rows = [(a0, a1), (a0 + b0, a1 + b1), (a0 - b0, a1 - b1), (-b0, -b1)];

@@ -1,4 +1,5 @@
-//! Convolution: Winograd F(2×2, 3×3) for dense 3×3 stride-1 convolutions ([`winograd`]),
+//! Convolution: Winograd F(4×4, 3×3) or F(2×2, 3×3) for dense 3×3 stride-1 convolutions
+//! ([`winograd`]),
 //! im2col + one matrix product per image for the other dense ones ([`kernels`]), whole-plane
 //! passes per kernel tap for depthwise ones ([`depthwise`]), one autodiff op for training
 //! ([`tracked`]).

@@ -1,10 +1,12 @@
-//! Winograd's minimal filtering F(2×2, 3×3) for dense 3×3 stride-1 convolutions (Lavin &
-//! Gray, "Fast Algorithms for Convolutional Neural Networks", 2016). Each 4×4 input tile and
-//! each 3×3 filter are transformed so that a 2×2 output tile costs 16 multiplies instead of
-//! 36: 2.25× fewer multiply-adds in the matrix products, which are most of a VGG or
-//! DeXpression step.
+//! Winograd's minimal filtering F(2×2, 3×3) and F(4×4, 3×3) for dense 3×3 stride-1
+//! convolutions (Lavin & Gray, "Fast Algorithms for Convolutional Neural Networks", 2016). In
+//! F(2×2, 3×3) each 4×4 input tile and each 3×3 filter are transformed so that a 2×2 output
+//! tile costs 16 multiplies instead of 36: 2.25× fewer multiply-adds in the matrix products,
+//! which are most of a VGG or DeXpression step. F(4×4, 3×3) ([`f43`], on maps of 24² and up)
+//! costs 36 instead of 144 for a 4×4 tile; the driver here serves both.
 //!
-//! With `ξ` the 16 transformed positions and the tiles of a group of images as the columns:
+//! With `ξ` the 16 (or 36) transformed positions and the tiles of a group of images as the
+//! columns:
 //!
 //! ```text
 //! forward       V = Bᵀ·x·B     M[ξ] = U[ξ]·V[ξ]          y = Aᵀ·M·A       (U = G·w·Gᵀ)

@@ -694,11 +694,10 @@ fn for_each_position(
 
 /// `y = epilogue(conv(x, w))`.
 pub fn forward(x: &[f32], w: &[f32], post: &Epilogue, g: &Geometry) -> Vec<f32> {
-    forward_tiled(x, w, post, g, &Tiling::new(g))
+    forward_tiled(x, w, post, g, Tiling::new(g))
 }
 
-fn forward_tiled(x: &[f32], w: &[f32], post: &Epilogue, g: &Geometry, tiles: &Tiling) -> Vec<f32> {
-    let tiles = *tiles;
+fn forward_tiled(x: &[f32], w: &[f32], post: &Epilogue, g: &Geometry, tiles: Tiling) -> Vec<f32> {
     let spreading = Spreading::of(&tiles);
     let (c, k, xi) = (g.in_channels, g.out_channels, tiles.xi());
     let filters = filter_transform(w, g, &tiles);
@@ -773,7 +772,7 @@ pub fn gradients(
     want_input: bool,
     want_weight: bool,
 ) -> (Option<Vec<f32>>, Option<Vec<f32>>) {
-    gradients_tiled(x, w, dy, g, [want_input, want_weight], &Tiling::new(g))
+    gradients_tiled(x, w, dy, g, [want_input, want_weight], Tiling::new(g))
 }
 
 fn gradients_tiled(
@@ -782,9 +781,8 @@ fn gradients_tiled(
     dy: &[f32],
     g: &Geometry,
     [want_input, want_weight]: [bool; 2],
-    tiles: &Tiling,
+    tiles: Tiling,
 ) -> (Option<Vec<f32>>, Option<Vec<f32>>) {
-    let tiles = *tiles;
     let (c, k, xi) = (g.in_channels, g.out_channels, tiles.xi());
     let u = want_input.then(|| filter_transform(w, g, &tiles));
     let ut: Option<Vec<Lhs>> = u.as_ref().map(|u| {
@@ -902,11 +900,11 @@ mod tests {
     fn assert_matches_im2col(g: &Geometry) {
         assert!(covers(g));
         for m in [2, f43::M] {
-            assert_tiling_matches_im2col(g, &Tiling::with_tile(g, m));
+            assert_tiling_matches_im2col(g, Tiling::with_tile(g, m));
         }
     }
 
-    fn assert_tiling_matches_im2col(g: &Geometry, tiles: &Tiling) {
+    fn assert_tiling_matches_im2col(g: &Geometry, tiles: Tiling) {
         let x = values(g.input_len(), 1);
         let w = values(g.out_channels * g.in_channels * 9, 2);
         let dy = values(g.output_len(), 3);

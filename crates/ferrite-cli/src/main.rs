@@ -47,7 +47,12 @@ enum Command {
 
 fn main() -> anyhow::Result<()> {
     ferrite_train::allocator::keep_freed_memory();
-    match Cli::parse().command {
+    let command = Cli::parse().command;
+    // The server computes on its own worker threads, never on `main`'s.
+    if !matches!(command, Command::Serve(_)) {
+        ferrite_models::pool::run_on_calling_thread()?;
+    }
+    match command {
         Command::Demo(args) => commands::demo::run(&args),
         Command::Data(command) => commands::data::run(command),
         Command::Models(args) => commands::models::run(&args),

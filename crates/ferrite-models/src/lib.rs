@@ -21,6 +21,7 @@ pub mod blocks;
 pub mod dexpression;
 pub mod mini_xception;
 pub mod ops;
+pub mod pool;
 pub mod saved;
 pub mod seed;
 pub mod vgg;
@@ -193,7 +194,9 @@ impl Network {
     /// loops are then started from a pool thread, instead of each being handed over from the
     /// caller's thread and waited for (a sleep and a wake-up per op). Batch 1 (`throughput
     /// infer MODEL 1`): DeXpression 0.59–0.78 → 0.47–0.48 ms, mini-Xception 0.40 → 0.31 ms.
+    /// A pool thread spins meanwhile, for the reason [`pool`] gives.
     pub fn forward(&self, images: Tensor<4>) -> Tensor<2> {
+        let _warm = pool::Warm::start();
         rayon::scope(|_| self.forward_here(images))
     }
 

@@ -65,6 +65,7 @@ fn peak_macs_per_second() -> f64 {
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     ferrite_train::allocator::keep_freed_memory();
+    ferrite_models::pool::run_on_calling_thread()?;
     let args: Vec<String> = std::env::args().skip(1).collect();
     if args.first().map(String::as_str) == Some("peak") {
         println!("{{\"peak_gmacs\": {:.1}}}", peak_macs_per_second() / 1e9);

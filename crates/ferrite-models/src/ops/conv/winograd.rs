@@ -87,11 +87,13 @@ fn covers(g: &Geometry) -> bool {
 /// The transforms cost about `in + out` per tile and channel pair, the products `in · out`; so
 /// the measure is `in·out / (in + out)`. Measured per layer (`conv_layers` example, batch 64):
 /// 64→64 at 48² (32) and 96→208 at 12² (65) gain, 32→64 at 12² (21) and 32→32 at 48² (16)
-/// lose; on maps under 8 wide the short rows cost more, and 96→208 at 6² (65) loses while
-/// 256→512 at 6² (170) gains.
+/// lose. On maps under 8 wide the short rows cost more (forward + both gradients at 6²,
+/// batch 64, ms, im2col → Winograd, on Zen 4): 64→64 (32) 4.6 → 5.9, 96→96 (48) 9.1 → 9.8,
+/// 128→128 (64) 15.2 → 13.3, DeXpression's 96→208 (65) 17.7 → 14.8. (Session 4 measured
+/// 96→208 at 6² losing on Zen 5, with transforms since made faster.)
 fn pays_off(g: &Geometry) -> bool {
     let (c, k) = (g.in_channels, g.out_channels);
-    let needed = if g.out_size[1] < 8 { 128 } else { 32 };
+    let needed = if g.out_size[1] < 8 { 64 } else { 32 };
     c * k >= needed * (c + k)
 }
 
@@ -996,7 +998,8 @@ mod tests {
     fn chosen_by_channels_and_map_size() {
         let vgg = |c, k, side| pays_off(&geometry(64, [c, k], [side, side], [1, 1]));
         assert!(vgg(64, 64, 48) && vgg(96, 208, 12) && vgg(512, 512, 6));
-        assert!(!vgg(32, 64, 12) && !vgg(96, 208, 6) && !vgg(1, 64, 48));
+        assert!(vgg(96, 208, 6) && vgg(128, 128, 6));
+        assert!(!vgg(32, 64, 12) && !vgg(96, 96, 6) && !vgg(1, 64, 48));
         let tiles = |batch, side| enough_tiles(&geometry(batch, [64, 64], [side, side], [1, 1]));
         assert!(tiles(1, 48) && tiles(1, 24) && tiles(64, 6) && !tiles(3, 12) && !tiles(1, 12));
     }

@@ -1,4 +1,4 @@
-//! Milliseconds per convolution layer of seed-cnn, VGG and DeXpression at batch 64 (48×48 input; or BATCH), as a
+//! Milliseconds per convolution layer of seed-cnn (all seven), VGG and DeXpression at batch 64 (48×48 input; or BATCH), as a
 //! training step runs them: forward on the autodiff device, then both gradients. Compare the
 //! kernels with `FERRITE_KERNELS=im2col` (no Winograd) or `burn`.
 //!
@@ -15,9 +15,14 @@ use ferrite_models::ops::conv::conv2d;
 static ALLOCATOR: ferrite_train::allocator::Allocator = ferrite_train::allocator::Allocator;
 
 /// (name, input channels, output channels, side, kernel, stride, padding)
-const LAYERS: [(&str, usize, usize, usize, usize, usize, usize); 13] = [
+const LAYERS: [(&str, usize, usize, usize, usize, usize, usize); 18] = [
+    ("seed 1→16 48²", 1, 16, 48, 3, 1, 1),
+    ("seed 16→16/2 48²", 16, 16, 48, 3, 2, 1),
     ("seed 16→32 24²", 16, 32, 24, 3, 1, 1),
+    ("seed 32→32/2 24²", 32, 32, 24, 3, 2, 1),
     ("seed 32→64 12²", 32, 64, 12, 3, 1, 1),
+    ("seed 64→64/2 12²", 64, 64, 12, 3, 2, 1),
+    ("seed 64→7 6²", 64, 7, 6, 3, 1, 1),
     ("wide 32→32 48²", 32, 32, 48, 3, 1, 1),
     ("vgg 1→64 48²", 1, 64, 48, 3, 1, 1),
     ("vgg 64→64 48²", 64, 64, 48, 3, 1, 1),
@@ -55,8 +60,9 @@ fn main() {
         if !name.contains(&filter) {
             continue;
         }
-        let x = Tensor::<4>::random([batch, cin, side, side], Distribution::Default, &device)
-            .require_grad();
+        let x = Tensor::<4>::random([batch, cin, side, side], Distribution::Default, &device);
+        // A first layer (one input channel: the image) needs no input gradient in a model.
+        let x = if cin > 1 { x.require_grad() } else { x };
         let w =
             Tensor::<4>::random([cout, cin, k, k], Distribution::Default, &device).require_grad();
         let options = ConvOptions::new([stride, stride], [pad, pad], [1, 1], 1);

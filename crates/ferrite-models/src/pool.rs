@@ -9,8 +9,9 @@
 //!   to sleep after a few dozen yields, and waking it (a futex) costs tens of microseconds on
 //!   a VM, once per parallel op. OpenMP, under PyTorch and Keras, spins the same way.
 //!
-//! `throughput infer MODEL 1` on 2 cores, alternating (medians, ms): both together took
-//! DeXpression 0.90 → 0.77, mini-Xception 0.41 → 0.37, seed-cnn 0.33 → 0.30, VGG 5.95 → 5.6.
+//! `throughput infer MODEL 1` on 2 Zen 4 cores, alternating (medians, ms): both together took
+//! DeXpression 0.89–0.91 → 0.77–0.78, mini-Xception 0.41–0.42 → 0.38, seed-cnn 0.33 → 0.31,
+//! VGG 5.95–5.99 → 5.60–5.62; training did not move.
 
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};

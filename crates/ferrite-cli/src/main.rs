@@ -48,8 +48,12 @@ enum Command {
 fn main() -> anyhow::Result<()> {
     ferrite_train::allocator::keep_freed_memory();
     let command = Cli::parse().command;
-    // The server computes on its own worker threads, never on `main`'s.
-    if !matches!(command, Command::Serve(_)) {
+    if matches!(command, Command::Serve(_)) {
+        // The server computes on its own worker threads, never on `main`'s, and their face
+        // detection needs the core a spinning pool thread would hold (`bench/serve.sh`: 3 %
+        // fewer requests/s at 4 and 16 clients with spinning).
+        ferrite_models::pool::set_default_spin_window(std::time::Duration::ZERO);
+    } else {
         ferrite_models::pool::run_on_calling_thread()?;
     }
     match command {

@@ -7,7 +7,8 @@
 //! - [`Warm`]: while forward passes run, and for [`spin_window`] after the last one ends, one
 //!   pool thread keeps looking for work instead of going to sleep. Rayon puts an idle worker
 //!   to sleep after a few dozen yields, and waking it (a futex) costs tens of microseconds on
-//!   a VM, once per parallel op. OpenMP, under PyTorch and Keras, spins the same way.
+//!   a VM, once per parallel op. OpenMP, under PyTorch and Keras, spins the same way. A
+//!   process whose other threads compute can turn it off ([`set_default_spin_window`]).
 //!
 //! `throughput infer MODEL 1` on 2 Zen 4 cores, alternating (medians, ms): both together took
 //! DeXpression 0.89–0.91 → 0.77–0.78, mini-Xception 0.41–0.42 → 0.38, seed-cnn 0.33 → 0.31,
@@ -27,6 +28,16 @@ pub fn run_on_calling_thread() -> Result<(), rayon::ThreadPoolBuildError> {
         .build_global()
 }
 
+/// The spin window when `FERRITE_SPIN_US` does not set one, in microseconds.
+static DEFAULT_WINDOW: AtomicU64 = AtomicU64::new(200);
+
+/// Makes `window` this process's spin window unless `FERRITE_SPIN_US` sets one; takes effect
+/// only before the first forward pass. A server whose other threads compute (face detection)
+/// turns spinning off: the spinning core is theirs.
+pub fn set_default_spin_window(window: Duration) {
+    DEFAULT_WINDOW.store(window.as_micros() as u64, Ordering::SeqCst);
+}
+
 /// How long a pool thread keeps spinning after the last forward pass ends:
 /// `FERRITE_SPIN_US` microseconds (default 200; 0 turns spinning off).
 pub fn spin_window() -> Duration {
@@ -35,7 +46,7 @@ pub fn spin_window() -> Duration {
         let micros = std::env::var("FERRITE_SPIN_US")
             .ok()
             .and_then(|v| v.parse().ok())
-            .unwrap_or(200);
+            .unwrap_or_else(|| DEFAULT_WINDOW.load(Ordering::SeqCst));
         Duration::from_micros(micros)
     })
 }

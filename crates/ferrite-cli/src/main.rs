@@ -50,7 +50,7 @@ fn main() -> anyhow::Result<()> {
     let command = Cli::parse().command;
     if matches!(command, Command::Serve(_)) {
         // The server computes on its own worker threads, never on `main`'s, and their face
-        // detection needs the core a spinning pool thread would hold (`bench/serve.sh`: 3 %
+        // detection needs the core a spinning pool thread would hold (`bench/serve.sh`: 3–5 %
         // fewer requests/s at 4 and 16 clients with spinning).
         ferrite_models::pool::set_default_spin_window(std::time::Duration::ZERO);
     } else {

@@ -99,17 +99,23 @@ fn spawn_spinner(window_micros: u64) {
         // On the thread that started the pass (it picked the task off its own queue while
         // waiting), spinning would wait for the pass it is part of: stop, the next pass
         // starts another.
-        while rayon::current_thread_index() != caller {
-            let idle = micros_now().saturating_sub(LAST_END.load(Ordering::SeqCst)) > window_micros;
-            if idle && RUNNING.load(Ordering::SeqCst) == 0 {
-                break;
-            }
-            if rayon::yield_now() != Some(rayon::Yield::Executed) {
-                std::hint::spin_loop();
-            }
+        if rayon::current_thread_index() != caller {
+            run_tasks_until_idle(window_micros);
         }
         SPINNING.store(false, Ordering::SeqCst);
     });
+}
+
+fn run_tasks_until_idle(window_micros: u64) {
+    loop {
+        let idle = micros_now().saturating_sub(LAST_END.load(Ordering::SeqCst)) > window_micros;
+        if idle && RUNNING.load(Ordering::SeqCst) == 0 {
+            return;
+        }
+        if rayon::yield_now() != Some(rayon::Yield::Executed) {
+            std::hint::spin_loop();
+        }
+    }
 }
 
 #[cfg(test)]

@@ -91,6 +91,12 @@ impl Drop for Warm {
     }
 }
 
+/// Whether a pool thread is spinning now, so that work handed to the pool starts without a
+/// wake-up.
+pub fn is_warm() -> bool {
+    SPINNING.load(Ordering::Relaxed)
+}
+
 /// A pool task that runs other tasks as they come, until no forward pass has run for
 /// `window_micros`.
 fn spawn_spinner(window_micros: u64) {

@@ -130,6 +130,46 @@ fn winograd_layer_matches_burn() {
     });
 }
 
+#[test]
+fn forward_split_over_threads_matches_burn() {
+    // Batch-1 inference splits each image's forward by output rows over the threads: odd
+    // heights, stride 2, more threads than output rows, and the bias + ReLU epilogue.
+    use super::kernels::{Epilogue, dense_forward_split};
+    use crate::ops::test_util::assert_close_values;
+    let device = Device::flex();
+    let cases = [
+        (Case::new([1, 16, 48, 48], 16, 3, 2, 1), 2),
+        (Case::new([1, 3, 9, 8], 4, 3, 2, 1), 3),
+        (Case::new([2, 5, 7, 6], 3, 3, 1, 1), 2),
+        (Case::new([1, 2, 5, 5], 3, 3, 2, 0), 4),
+    ];
+    for (case, threads) in cases {
+        let x = tensor(case.input, 1, &device);
+        let w = tensor(case.weight_shape(), 2, &device);
+        let b = tensor([case.out_channels], 3, &device);
+        let expected = burn::tensor::activation::relu(burn::tensor::module::conv2d(
+            x.clone(),
+            w.clone(),
+            Some(b.clone()),
+            case.options.clone(),
+        ));
+        let g = geometry_of(&case);
+        let [x, w, b] = [x.into_data(), w.into_data(), b.into_data()]
+            .map(|d| d.try_into_vec::<f32>().expect("f32"));
+        let post = Epilogue {
+            shift: Some(&b),
+            relu: true,
+            ..Epilogue::default()
+        };
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build();
+        let ours = pool
+            .expect("a thread pool")
+            .install(|| dense_forward_split(&x, &w, &post, &g));
+        let expected = expected.into_data().try_into_vec::<f32>().expect("f32");
+        assert_close_values(&ours, &expected, 1e-5, &format!("input {:?}", case.input));
+    }
+}
+
 fn geometry_of(case: &Case) -> super::kernels::Geometry {
     let device = Device::flex();
     let x = tensor(case.input, 1, &device);

@@ -43,6 +43,8 @@ fn median(mut v: Vec<f64>) -> f64 {
 
 fn main() {
     ferrite_train::allocator::keep_freed_memory();
+    // As in the `ferrite` binary: the main thread is one of the pool's workers.
+    ferrite_models::pool::run_on_calling_thread().expect("the global pool is not built yet");
     let reps: usize = std::env::args()
         .nth(1)
         .and_then(|a| a.parse().ok())
@@ -67,6 +69,8 @@ fn main() {
             Tensor::<4>::random([cout, cin, k, k], Distribution::Default, &device).require_grad();
         let options = ConvOptions::new([stride, stride], [pad, pad], [1, 1], 1);
         let run = |backward: bool| {
+            // As in a model's forward pass: a pool thread spins meanwhile.
+            let _warm = ferrite_models::pool::Warm::start();
             let start = Instant::now();
             let y = conv2d(x.clone(), w.clone(), None, options.clone());
             if backward {

@@ -521,7 +521,7 @@ pub fn dense_forward(x: &[f32], w: &[f32], post: &Epilogue, g: &Geometry) -> Vec
     let ph = Phases::new(g);
     let wide = if g.is_pointwise() { l } else { ph.wide_len(g) };
     let weights = Lhs::new(Mat::rows(w, g.out_channels, k), g.batch * wide);
-    if splits_images(g) {
+    if splits_images(g, &ph) {
         for (n, out) in y.chunks_exact_mut(g.out_channels * l).enumerate() {
             let image = &x[n * image_len..(n + 1) * image_len];
             forward_split_by_rows(image, &weights, post, g, &ph, out);
@@ -562,22 +562,30 @@ pub fn dense_forward(x: &[f32], w: &[f32], post: &Epilogue, g: &Geometry) -> Vec
 /// Below this many multiply-adds an image's forward is not split over the threads.
 const SPLIT_MACS: usize = 1 << 16;
 
+/// Fewer columns than this per band of rows (6² maps: 24 in each of two bands) make poor
+/// products: a large convolution there lets `gemm` split its output channels instead.
+const MIN_BAND_COLUMNS: usize = 64;
+
 /// Whether each image's forward is split over the threads ([`forward_split_by_rows`]): when
-/// there are fewer images than threads, each has enough work but not so much that `gemm`'s
-/// own threading is better, and a pool thread is spinning ([`crate::pool::Warm`]), so that
-/// handing it a part costs no wake-up.
-fn splits_images(g: &Geometry) -> bool {
+/// there are fewer images than threads, each has enough work, the bands are wide enough for
+/// their size, and a pool thread is spinning ([`crate::pool::Warm`]), so that handing it a
+/// part costs no wake-up.
+fn splits_images(g: &Geometry, ph: &Phases) -> bool {
     let threads = rayon::current_num_threads();
+    let macs = g.macs() / g.batch.max(1);
+    let band_columns = g.out_size[0] / threads * ph.size[1];
     threads > 1
         && g.batch < threads
         && !g.is_pointwise()
-        && (SPLIT_MACS..PARALLEL_MACS).contains(&(g.macs() / g.batch))
+        && macs >= SPLIT_MACS
+        && (macs < PARALLEL_MACS || band_columns >= MIN_BAND_COLUMNS)
         && crate::pool::is_warm()
 }
 
 /// One image's forward with each step split over the threads, for batches smaller than the
-/// thread count (batch-1 inference), whose products are too small for `gemm`'s own threading
-/// (it made seed-cnn's batch 1 10 % slower). Three parallel steps on disjoint slices: each
+/// thread count (batch-1 inference). `gemm`'s own threading made seed-cnn's small products
+/// 10 % slower, and on 12² maps it splits DeXpression's and VGG's large ones less well
+/// (DeXpression's batch 1 0.75 → 0.72 ms with them split here). Three parallel steps on disjoint slices: each
 /// channel's phase planes; each band of output rows' columns and product; each output map's
 /// rows gathered from the bands, with the epilogue.
 fn forward_split_by_rows(

@@ -88,7 +88,7 @@ fn main() {
         let macs = (batch * cout * out * out * cin * k * k) as f64;
         total += both;
         println!(
-            "| {name} | {forward:.2} | {both:.2} | {:.0} |",
+            "| {name} | {forward:.3} | {both:.3} | {:.0} |",
             3.0 * macs / both / 1e6
         );
     }

@@ -524,7 +524,12 @@ pub fn dense_forward(x: &[f32], w: &[f32], post: &Epilogue, g: &Geometry) -> Vec
     if splits_images(g, &ph) {
         for (n, out) in y.chunks_exact_mut(g.out_channels * l).enumerate() {
             let image = &x[n * image_len..(n + 1) * image_len];
-            forward_split_by_rows(image, &weights, post, g, &ph, out);
+            match &weights {
+                Lhs::F32(w) if !wide_bands(g, &ph) => {
+                    forward_split_by_channels(image, *w, post, g, &ph, out)
+                }
+                _ => forward_split_by_rows(image, &weights, post, g, &ph, out),
+            }
         }
         return y;
     }
@@ -563,7 +568,7 @@ pub fn dense_forward(x: &[f32], w: &[f32], post: &Epilogue, g: &Geometry) -> Vec
 const SPLIT_MACS: usize = 1 << 16;
 
 /// Fewer columns than this per band of rows (6² maps: 24 in each of two bands) make poor
-/// products: a large convolution there lets `gemm` split its output channels instead.
+/// products: such maps are split by output channels instead, by `gemm` for large products.
 const MIN_BAND_COLUMNS: usize = 64;
 
 /// Whether each image's forward is split over the threads ([`forward_split_by_rows`]): when
@@ -573,13 +578,17 @@ const MIN_BAND_COLUMNS: usize = 64;
 fn splits_images(g: &Geometry, ph: &Phases) -> bool {
     let threads = rayon::current_num_threads();
     let macs = g.macs() / g.batch.max(1);
-    let band_columns = g.out_size[0] / threads * ph.size[1];
     threads > 1
         && g.batch < threads
         && !g.is_pointwise()
         && macs >= SPLIT_MACS
-        && (macs < PARALLEL_MACS || band_columns >= MIN_BAND_COLUMNS)
+        && (macs < PARALLEL_MACS || wide_bands(g, ph))
         && crate::pool::is_warm()
+}
+
+/// Whether splitting an image's output rows over the threads leaves each band enough columns.
+fn wide_bands(g: &Geometry, ph: &Phases) -> bool {
+    g.out_size[0] / rayon::current_num_threads() * ph.size[1] >= MIN_BAND_COLUMNS
 }
 
 /// One image's forward with each step split over the threads, for batches smaller than the
@@ -639,20 +648,76 @@ fn forward_split_by_rows(
     });
 }
 
-/// [`forward_split_by_rows`] for every image, whatever the batch and the pool's state.
+/// [`forward_split_by_rows`] (or by channels) for every image, whatever the batch and the
+/// pool's state.
 #[cfg(test)]
-pub(super) fn dense_forward_split(x: &[f32], w: &[f32], post: &Epilogue, g: &Geometry) -> Vec<f32> {
+pub(super) fn dense_forward_split(
+    x: &[f32],
+    w: &[f32],
+    post: &Epilogue,
+    g: &Geometry,
+    by_channels: bool,
+) -> Vec<f32> {
     let ph = Phases::new(g);
-    let weights = Lhs::F32(Mat::rows(w, g.out_channels, g.patch_len()));
+    let w = Mat::rows(w, g.out_channels, g.patch_len());
     let image_len = g.in_channels * g.in_plane();
     let mut y = vec![0.0; g.output_len()];
-    for (image, out) in x
-        .chunks_exact(image_len)
-        .zip(y.chunks_exact_mut(g.output_len() / g.batch))
-    {
-        forward_split_by_rows(image, &weights, post, g, &ph, out);
+    let outputs = y.chunks_exact_mut(g.output_len() / g.batch);
+    for (image, out) in x.chunks_exact(image_len).zip(outputs) {
+        match by_channels {
+            true => forward_split_by_channels(image, w, post, g, &ph, out),
+            false => forward_split_by_rows(image, &Lhs::F32(w), post, g, &ph, out),
+        }
     }
     y
+}
+
+/// One image's forward split over the threads by output channels, for maps whose bands of
+/// rows would be too narrow: the column matrix is built per input channel in parallel, then
+/// each part multiplies its rows of the weights by all of it and narrows its maps.
+fn forward_split_by_channels(
+    image: &[f32],
+    w: Mat,
+    post: &Epilogue,
+    g: &Geometry,
+    ph: &Phases,
+    out: &mut [f32],
+) {
+    let (k, l, wide) = (g.patch_len(), g.out_plane(), ph.wide_len(g));
+    let (taps, channel_len) = (g.kernel_area(), ph.channel_len());
+    let phases_len = g.in_channels * channel_len;
+    let [cols_len, products_len] = [k, g.out_channels].map(|rows| rows * wide);
+    let per_part = g.out_channels.div_ceil(rayon::current_num_threads());
+    with_scratch(phases_len + cols_len + products_len, |buf| {
+        let (phases, rest) = buf.split_at_mut(phases_len);
+        let (cols, products) = rest.split_at_mut(cols_len);
+        phases
+            .par_chunks_mut(channel_len)
+            .zip(cols.par_chunks_mut(taps * wide))
+            .zip(image.par_chunks(g.in_plane()))
+            .with_min_len(min_items(channel_len + taps * wide))
+            .for_each(|((planes, rows), channel)| {
+                split_phases(channel, g, ph, planes);
+                for (t, row) in rows.chunks_exact_mut(wide).enumerate() {
+                    let at = ph.tap_offset(g, t / g.kernel[1], t % g.kernel[1]);
+                    row.copy_from_slice(&planes[at..][..wide]);
+                }
+            });
+        let cols = Mat::rows(cols, k, wide);
+        products
+            .par_chunks_mut(per_part * wide)
+            .zip(out.par_chunks_mut(per_part * l))
+            .enumerate()
+            .for_each(|(part, (products, maps))| {
+                let (first, rows) = (part * per_part, maps.len() / l);
+                let w = Mat::rows(&w.data[first * k..(first + rows) * k], rows, k);
+                gemm_into(products, w, cols, false, Parallelism::None);
+                narrow(products, g, ph, maps);
+                for (c, map) in maps.chunks_exact_mut(l).enumerate() {
+                    post.apply_map(map, first + c);
+                }
+            });
+    });
 }
 
 /// The wide column matrix's columns from `first` on (as many as each row of `cols` holds),

@@ -132,8 +132,9 @@ fn winograd_layer_matches_burn() {
 
 #[test]
 fn forward_split_over_threads_matches_burn() {
-    // Batch-1 inference splits each image's forward by output rows over the threads: odd
-    // heights, stride 2, more threads than output rows, and the bias + ReLU epilogue.
+    // Batch-1 inference splits each image's forward over the threads by output rows or by
+    // output channels: odd heights, stride 2, more threads than output rows or channels, and
+    // the bias + ReLU epilogue.
     use super::kernels::{Epilogue, dense_forward_split};
     use crate::ops::test_util::assert_close_values;
     let device = Device::flex();
@@ -142,6 +143,7 @@ fn forward_split_over_threads_matches_burn() {
         (Case::new([1, 3, 9, 8], 4, 3, 2, 1), 3),
         (Case::new([2, 5, 7, 6], 3, 3, 1, 1), 2),
         (Case::new([1, 2, 5, 5], 3, 3, 2, 0), 4),
+        (Case::new([1, 7, 6, 6], 13, 3, 1, 1), 2),
     ];
     for (case, threads) in cases {
         let x = tensor(case.input, 1, &device);
@@ -162,11 +164,13 @@ fn forward_split_over_threads_matches_burn() {
             ..Epilogue::default()
         };
         let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build();
-        let ours = pool
-            .expect("a thread pool")
-            .install(|| dense_forward_split(&x, &w, &post, &g));
+        let pool = pool.expect("a thread pool");
         let expected = expected.into_data().try_into_vec::<f32>().expect("f32");
-        assert_close_values(&ours, &expected, 1e-5, &format!("input {:?}", case.input));
+        for by_channels in [false, true] {
+            let ours = pool.install(|| dense_forward_split(&x, &w, &post, &g, by_channels));
+            let what = format!("input {:?}, by channels {by_channels}", case.input);
+            assert_close_values(&ours, &expected, 1e-5, &what);
+        }
     }
 }
 

@@ -9,9 +9,10 @@
 //! column matrix.
 //!
 //! Work is split over images (or channels) across rayon's threads, with one single-threaded
-//! matrix product each. A batch smaller than the thread count splits each image's forward by
-//! bands of output rows instead (batch-1 inference), or lets `gemm` use the threads for large
-//! products. Everything here is safe code except the one `gemm` call, whose bounds
+//! matrix product each. A batch smaller than the thread count (batch-1 inference) splits each
+//! image's forward over the threads by bands of output rows or by output channels while a pool
+//! thread spins, or lets `gemm` use the threads for large products. Everything here is safe
+//! code except the one `gemm` call, whose bounds
 //! [`gemm_into`] checks first.
 
 use gemm::Parallelism;
@@ -524,6 +525,8 @@ pub fn dense_forward(x: &[f32], w: &[f32], post: &Epilogue, g: &Geometry) -> Vec
     if splits_images(g, &ph) {
         for (n, out) in y.chunks_exact_mut(g.out_channels * l).enumerate() {
             let image = &x[n * image_len..(n + 1) * image_len];
+            // Weights packed as bf16 (only chosen for products of 256 columns and more) are
+            // multiplied whole, so by bands of rows.
             match &weights {
                 Lhs::F32(w) if !wide_bands(g, &ph) => {
                     forward_split_by_channels(image, *w, post, g, &ph, out)
@@ -571,7 +574,8 @@ const SPLIT_MACS: usize = 1 << 16;
 /// products: such maps are split by output channels instead, by `gemm` for large products.
 const MIN_BAND_COLUMNS: usize = 64;
 
-/// Whether each image's forward is split over the threads ([`forward_split_by_rows`]): when
+/// Whether each image's forward is split over the threads ([`forward_split_by_rows`],
+/// [`forward_split_by_channels`]): when
 /// there are fewer images than threads, each has enough work, the bands are wide enough for
 /// their size, and a pool thread is spinning ([`crate::pool::Warm`]), so that handing it a
 /// part costs no wake-up.
@@ -594,9 +598,9 @@ fn wide_bands(g: &Geometry, ph: &Phases) -> bool {
 /// One image's forward with each step split over the threads, for batches smaller than the
 /// thread count (batch-1 inference). `gemm`'s own threading made seed-cnn's small products
 /// 10 % slower, and on 12² maps it splits DeXpression's and VGG's large ones less well
-/// (DeXpression's batch 1 0.75 → 0.72 ms with them split here). Three parallel steps on disjoint slices: each
-/// channel's phase planes; each band of output rows' columns and product; each output map's
-/// rows gathered from the bands, with the epilogue.
+/// (DeXpression's batch 1 0.75 → 0.72 ms with them split here). Three parallel steps on
+/// disjoint slices: each channel's phase planes; each band of output rows' columns and
+/// product; each output map's rows gathered from the bands, with the epilogue.
 fn forward_split_by_rows(
     image: &[f32],
     weights: &Lhs,

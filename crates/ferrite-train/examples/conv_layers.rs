@@ -15,7 +15,7 @@ use ferrite_models::ops::conv::conv2d;
 static ALLOCATOR: ferrite_train::allocator::Allocator = ferrite_train::allocator::Allocator;
 
 /// (name, input channels, output channels, side, kernel, stride, padding)
-const LAYERS: [(&str, usize, usize, usize, usize, usize, usize); 18] = [
+const LAYERS: [(&str, usize, usize, usize, usize, usize, usize); 19] = [
     ("seed 1→16 48²", 1, 16, 48, 3, 1, 1),
     ("seed 16→16/2 48²", 16, 16, 48, 3, 2, 1),
     ("seed 16→32 24²", 16, 32, 24, 3, 1, 1),
@@ -32,6 +32,7 @@ const LAYERS: [(&str, usize, usize, usize, usize, usize, usize); 18] = [
     ("vgg 256→256 12²", 256, 256, 12, 3, 1, 1),
     ("vgg 256→512 6²", 256, 512, 6, 3, 1, 1),
     ("vgg 512→512 6²", 512, 512, 6, 3, 1, 1),
+    ("dex stem 1→64 5×5/2 48²", 1, 64, 48, 5, 2, 2),
     ("dex featex1 96→208 12²", 96, 208, 12, 3, 1, 1),
     ("dex featex2 96→208 6²", 96, 208, 6, 3, 1, 1),
 ];

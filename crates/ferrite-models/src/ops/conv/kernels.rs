@@ -620,7 +620,7 @@ fn forward_split_by_rows(
         phases
             .par_chunks_mut(ph.channel_len())
             .zip(image.par_chunks(g.in_plane()))
-            .with_min_len(min_items(ph.channel_len()))
+            .with_min_len(share(g.in_channels))
             .for_each(|(planes, channel)| split_phases(channel, g, ph, planes));
         let mut bands_out = Vec::with_capacity(bands);
         for b in 0..bands {
@@ -639,7 +639,7 @@ fn forward_split_by_rows(
         let bands_out = &bands_out;
         out.par_chunks_mut(g.out_plane())
             .enumerate()
-            .with_min_len(min_items(g.out_plane()))
+            .with_min_len(share(g.out_channels))
             .for_each(|(c, map)| {
                 for (y0, len, band, _) in bands_out {
                     let rows = band[c * len..][..*len].chunks_exact(width);
@@ -699,7 +699,7 @@ fn forward_split_by_channels(
             .par_chunks_mut(channel_len)
             .zip(cols.par_chunks_mut(taps * wide))
             .zip(image.par_chunks(g.in_plane()))
-            .with_min_len(min_items(channel_len + taps * wide))
+            .with_min_len(share(g.in_channels))
             .for_each(|((planes, rows), channel)| {
                 split_phases(channel, g, ph, planes);
                 for (t, row) in rows.chunks_exact_mut(wide).enumerate() {
@@ -722,6 +722,13 @@ fn forward_split_by_channels(
                 }
             });
     });
+}
+
+/// One thread's share of `items`: each step of a split forward goes to every thread, however
+/// little it holds (`min_items` kept steps of a few small planes on one thread: seed-cnn's
+/// batch 1 0.24–0.27 → 0.23 ms with this).
+fn share(items: usize) -> usize {
+    items.div_ceil(rayon::current_num_threads())
 }
 
 /// The wide column matrix's columns from `first` on (as many as each row of `cols` holds),

@@ -434,16 +434,21 @@ fn merge_phases(phases: &[f32], g: &Geometry, ph: &Phases, channel: &mut [f32]) 
 /// One image's wide column matrix `[C·KH·KW, out_h·width]`; rows in (channel, tap-y, tap-x)
 /// order. `phases` is scratch of one channel's phase planes.
 fn im2col(image: &[f32], g: &Geometry, ph: &Phases, phases: &mut [f32], cols: &mut [f32]) {
-    let len = ph.wide_len(g);
-    let mut rows = cols.chunks_exact_mut(len);
-    for channel in image.chunks_exact(g.in_plane()) {
+    let channel_rows = g.kernel_area() * ph.wide_len(g);
+    let channels = image.chunks_exact(g.in_plane());
+    for (channel, rows) in channels.zip(cols.chunks_exact_mut(channel_rows)) {
         split_phases(channel, g, ph, phases);
-        for ky in 0..g.kernel[0] {
-            for kx in 0..g.kernel[1] {
-                let row = rows.next().expect("cols holds one row per channel and tap");
-                row.copy_from_slice(&phases[ph.tap_offset(g, ky, kx)..][..len]);
-            }
-        }
+        tap_rows(phases, g, ph, 0, rows);
+    }
+}
+
+/// One channel's rows of the wide column matrix (one per kernel tap), from column `first` on
+/// and as long as each row of `rows` is, copied from the channel's phase planes.
+fn tap_rows(planes: &[f32], g: &Geometry, ph: &Phases, first: usize, rows: &mut [f32]) {
+    let len = rows.len() / g.kernel_area();
+    for (t, row) in rows.chunks_exact_mut(len).enumerate() {
+        let at = ph.tap_offset(g, t / g.kernel[1], t % g.kernel[1]) + first;
+        row.copy_from_slice(&planes[at..][..len]);
     }
 }
 
@@ -700,13 +705,7 @@ fn forward_split_by_channels(
             .zip(cols.par_chunks_mut(taps * wide))
             .zip(image.par_chunks(g.in_plane()))
             .with_min_len(share(g.in_channels))
-            .for_each(|((planes, rows), channel)| {
-                split_phases(channel, g, ph, planes);
-                for (t, row) in rows.chunks_exact_mut(wide).enumerate() {
-                    let at = ph.tap_offset(g, t / g.kernel[1], t % g.kernel[1]);
-                    row.copy_from_slice(&planes[at..][..wide]);
-                }
-            });
+            .for_each(|((planes, rows), channel)| im2col(channel, g, ph, planes, rows));
         let cols = Mat::rows(cols, k, wide);
         products
             .par_chunks_mut(per_part * wide)
@@ -734,14 +733,10 @@ fn share(items: usize) -> usize {
 /// The wide column matrix's columns from `first` on (as many as each row of `cols` holds),
 /// copied from all channels' phase planes.
 fn band_columns(phases: &[f32], g: &Geometry, ph: &Phases, first: usize, cols: &mut [f32]) {
-    let (taps, len) = (g.kernel_area(), cols.len() / g.patch_len());
-    let mut rows = cols.chunks_exact_mut(len);
-    for channel in phases.chunks_exact(ph.channel_len()) {
-        for t in 0..taps {
-            let at = ph.tap_offset(g, t / g.kernel[1], t % g.kernel[1]) + first;
-            let row = rows.next().expect("cols holds one row per channel and tap");
-            row.copy_from_slice(&channel[at..][..len]);
-        }
+    let channel_rows = cols.len() / g.in_channels;
+    let channels = phases.chunks_exact(ph.channel_len());
+    for (planes, rows) in channels.zip(cols.chunks_exact_mut(channel_rows)) {
+        tap_rows(planes, g, ph, first, rows);
     }
 }
 

@@ -580,10 +580,9 @@ const SPLIT_MACS: usize = 1 << 16;
 const MIN_BAND_COLUMNS: usize = 64;
 
 /// Whether each image's forward is split over the threads ([`forward_split_by_rows`],
-/// [`forward_split_by_channels`]): when
-/// there are fewer images than threads, each has enough work, the bands are wide enough for
-/// their size, and a pool thread is spinning ([`crate::pool::Warm`]), so that handing it a
-/// part costs no wake-up.
+/// [`forward_split_by_channels`]): when there are fewer images than threads, each has enough
+/// work, the bands are wide enough for their size, and a pool thread is spinning
+/// ([`crate::pool::Warm`]), so that handing it a part costs no wake-up.
 fn splits_images(g: &Geometry, ph: &Phases) -> bool {
     let threads = rayon::current_num_threads();
     let macs = g.macs() / g.batch.max(1);
@@ -647,10 +646,8 @@ fn forward_split_by_rows(
             .with_min_len(share(g.out_channels))
             .for_each(|(c, map)| {
                 for (y0, len, band, _) in bands_out {
-                    let rows = band[c * len..][..*len].chunks_exact(width);
-                    let to = map[y0 * out_w..].chunks_exact_mut(out_w);
-                    rows.zip(to)
-                        .for_each(|(from, to)| to.copy_from_slice(&from[..out_w]));
+                    let rows = &mut map[y0 * out_w..][..len / width * out_w];
+                    narrow(&band[c * len..][..*len], g, ph, rows);
                 }
                 post.apply_map(map, c);
             });
@@ -696,7 +693,7 @@ fn forward_split_by_channels(
     let (taps, channel_len) = (g.kernel_area(), ph.channel_len());
     let phases_len = g.in_channels * channel_len;
     let [cols_len, products_len] = [k, g.out_channels].map(|rows| rows * wide);
-    let per_part = g.out_channels.div_ceil(rayon::current_num_threads());
+    let per_part = share(g.out_channels);
     with_scratch(phases_len + cols_len + products_len, |buf| {
         let (phases, rest) = buf.split_at_mut(phases_len);
         let (cols, products) = rest.split_at_mut(cols_len);

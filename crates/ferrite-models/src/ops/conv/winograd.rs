@@ -2,7 +2,7 @@
 //! convolutions (Lavin & Gray, "Fast Algorithms for Convolutional Neural Networks", 2016). In
 //! F(2×2, 3×3) each 4×4 input tile and each 3×3 filter are transformed so that a 2×2 output
 //! tile costs 16 multiplies instead of 36: 2.25× fewer multiply-adds in the matrix products,
-//! which are most of a VGG or DeXpression step. F(4×4, 3×3) ([`f43`], on maps of 24² and up)
+//! which are most of a VGG or DeXpression step. F(4×4, 3×3) ([`f43`], on maps of 12² and up)
 //! costs 36 instead of 144 for a 4×4 tile; the driver here serves both.
 //!
 //! With `ξ` the 16 (or 36) transformed positions and the tiles of a group of images as the
@@ -55,20 +55,28 @@ pub fn applies(g: &Geometry) -> bool {
 const MIN_TILES: usize = 256;
 
 fn enough_tiles(g: &Geometry) -> bool {
-    tile_side(g) == f43::M || tiles_in_batch(g) >= MIN_TILES
+    let [h, w] = g.out_size;
+    let large = h >= ALWAYS_SIDE && w >= ALWAYS_SIDE && tile_side(g) == f43::M;
+    large || tiles_in_batch(g) >= MIN_TILES
 }
+
+/// Maps this large gain from F(4×4) whatever the batch. On 12² maps at batch 1 it loses
+/// (`conv_layers 41 "12²" 1`, forward ms, im2col → F(4×4), 2 runs): DeXpression's 96→208
+/// 0.36 → 0.47–0.54, VGG's 256→256 1.13 → 1.34–1.35.
+const ALWAYS_SIDE: usize = 24;
 
 /// The 2×2 output tiles of the whole batch.
 fn tiles_in_batch(g: &Geometry) -> usize {
     g.batch * g.out_size[0].div_ceil(2) * g.out_size[1].div_ceil(2)
 }
 
-/// The output tile side: F(4×4, 3×3) on maps of at least 24², F(2×2, 3×3) on smaller ones.
-/// Measured per layer (`conv_layers 5 vgg 64`, forward + both gradients, ms, F(2×2) → F(4×4)):
-/// 64→64 at 48² 92–95 → 56–62, 64→128 at 24² 46 → 30–31, 128→128 at 24² 81–85 → 57–67;
-/// at 12² (three 4×4 tiles and a spare per row) no gain: 128→256 39–42 → 43–45, 256→256 72
-/// → 72–73, DeXpression's 96→208 27–28 → 26–28.
-const MIN_F43_SIDE: usize = 24;
+/// The output tile side: F(4×4, 3×3) on maps of at least 12², F(2×2, 3×3) on smaller ones.
+/// Measured per layer on Zen 4 (`conv_layers 3 "" 64`, forward + both gradients, ms, 2 runs
+/// each), F(2×2) → F(4×4) with each channel's transforms over all the images of a round:
+/// VGG's 128→256 at 12² 65.6 → 40–43, 256→256 115–119 → 78–83, DeXpression's 96→208 45 → 24–27.
+/// On 6² maps (two 4×4 tiles a row, the same 144 products per image as nine 2×2 tiles) level:
+/// 256→512 62–65 → 64–66, 512→512 116–121 → 115–117, DeXpression's 96→208 13–15 → 13–18.
+const MIN_F43_SIDE: usize = 12;
 
 fn tile_side(g: &Geometry) -> usize {
     let [h, w] = g.out_size;
@@ -127,8 +135,7 @@ impl Tiling {
 
     fn with_tile(g: &Geometry, m: usize) -> Self {
         let rows = g.out_size[0].div_ceil(m);
-        // F(4×4, 3×3) ends each tile row in a spare tile past the edge (see `f43`).
-        let cols = g.out_size[1].div_ceil(m) + usize::from(m == f43::M);
+        let cols = g.out_size[1].div_ceil(m);
         let per_image = rows * cols;
         let xi = (m + 2) * (m + 2);
         let target = (CACHE_VALUES / (xi * (g.in_channels + g.out_channels))).max(MIN_COLUMNS);
@@ -267,6 +274,11 @@ impl<T> Spread<T> {
 }
 
 impl Spread<&mut [f32]> {
+    /// The same positions from column `at` on.
+    fn from_column(&mut self, at: usize) -> Spread<&mut [f32]> {
+        Spread::new(&mut self.data[at..], self.xi_stride)
+    }
+
     /// The runs `[at, at + len)` of positions `xi, xi + 1, …`, one after another.
     fn rows(&mut self, xi: usize, at: usize, len: usize) -> Runs<'_> {
         let start = xi * self.xi_stride + at;
@@ -609,18 +621,18 @@ impl Spreading {
     }
 }
 
-/// Runs `transform` on every plane of the band's images (`channels` planes of `plane_len`
-/// each). The band's transformed planes are `[channels][16][columns]`: channel `c` of image
-/// `i` fills columns `i · per_image..` of the 16 rows of `out`'s chunk `c`, so that channels
-/// can be transformed in parallel.
-fn transform_planes(
-    data: &[f32],
+/// Runs `transform` on every channel of the band's images (`channels` planes of `plane_len`
+/// each), given that channel's plane of each image. The band's transformed planes are
+/// `[channels][16][columns]`: channel `c` of image `i` fills columns `i · per_image..` of the
+/// 16 rows of `out`'s chunk `c`, so that channels can be transformed in parallel.
+fn transform_planes<'a>(
+    data: &'a [f32],
     [channels, plane_len]: [usize; 2],
     (tiles, band, spreading): (&Tiling, &Band, Spreading),
     out: &mut [f32],
-    transform: impl Fn(&[f32], Spread<&mut [f32]>, &mut PlaneBuffers) + Sync,
+    transform: impl Fn(&[&'a [f32]], Spread<&mut [f32]>, &mut PlaneBuffers) + Sync,
 ) {
-    let (columns, per_image) = (band.columns(tiles), band.per_image(tiles));
+    let columns = band.columns(tiles);
     let image_len = channels * plane_len;
     let xi = tiles.xi();
     out[..channels * xi * columns]
@@ -628,26 +640,39 @@ fn transform_planes(
         .with_min_len(spreading.min_len(channels))
         .enumerate()
         .for_each_init(
-            || PlaneBuffers::new(tiles),
-            |buf, (c, rows)| {
-                for i in 0..band.images {
-                    let plane = &data[(band.first + i) * image_len + c * plane_len..][..plane_len];
-                    let at = Spread::new(&mut rows[i * per_image..], columns);
-                    transform(plane, at, buf);
-                }
+            || (PlaneBuffers::new(tiles), Vec::with_capacity(band.images)),
+            |(buf, planes), (c, rows)| {
+                planes.clear();
+                planes.extend((0..band.images).map(|i| {
+                    &data[(band.first + i) * image_len + c * plane_len..][..plane_len]
+                }));
+                transform(planes, Spread::new(rows, columns), buf);
             },
         );
+}
+
+/// The maps of a group's images (`[images][channels][plane]`) by channel: `[channels][images]`.
+fn maps_by_channel(data: &mut [f32], channels: usize, plane: usize) -> Vec<Vec<&mut [f32]>> {
+    let mut by_channel: Vec<Vec<&mut [f32]>> = (0..channels).map(|_| Vec::new()).collect();
+    for (n, map) in data.chunks_mut(plane).enumerate() {
+        by_channel[n % channels].push(map);
+    }
+    by_channel
 }
 
 /// The transformed input planes of one band (`[in][16][columns]`, see [`transform_planes`]).
 fn transform_inputs(x: &[f32], g: &Geometry, band: (&Tiling, &Band, Spreading), v: &mut [f32]) {
     let (tiles, rows) = (band.0, band.1.rows.clone());
     let shape = [g.in_channels, g.in_plane()];
-    transform_planes(x, shape, band, v, |plane, at, buf| {
+    let per_image = band.1.per_image(tiles);
+    transform_planes(x, shape, band, v, |planes, mut at, buf| {
         if tiles.m == f43::M {
-            f43::input_transform(plane, g, tiles, rows.clone(), at, &mut buf.f43)
+            f43::input_transform(planes, g, tiles, rows.clone(), at, &mut buf.f43)
         } else {
-            input_transform(plane, g, tiles, rows.clone(), at, buf)
+            for (i, plane) in planes.iter().enumerate() {
+                let at = at.from_column(i * per_image);
+                input_transform(plane, g, tiles, rows.clone(), at, buf);
+            }
         }
     });
 }
@@ -661,11 +686,15 @@ fn transform_output_grads(
 ) {
     let (tiles, rows) = (band.0, band.1.rows.clone());
     let shape = [g.out_channels, g.out_plane()];
-    transform_planes(dy, shape, band, yhat, |map, at, buf| {
+    let per_image = band.1.per_image(tiles);
+    transform_planes(dy, shape, band, yhat, |maps, mut at, buf| {
         if tiles.m == f43::M {
-            f43::output_grad_transform(map, g, tiles, rows.clone(), at, &mut buf.f43)
+            f43::output_grad_transform(maps, g, tiles, rows.clone(), at, &mut buf.f43)
         } else {
-            output_grad_transform(map, g, tiles, rows.clone(), at, buf)
+            for (i, map) in maps.iter().enumerate() {
+                let at = at.from_column(i * per_image);
+                output_grad_transform(map, g, tiles, rows.clone(), at, buf);
+            }
         }
     });
 }
@@ -724,21 +753,26 @@ fn forward_tiled(x: &[f32], w: &[f32], post: &Epilogue, g: &Geometry, tiles: Til
             let out_rows = tiles.m * band.rows.start * g.out_size[1]
                 ..(tiles.m * band.rows.end).min(g.out_size[0]) * g.out_size[1];
             let m = &*m;
-            out.par_chunks_mut(g.out_plane())
-                .with_min_len(spreading.min_len(band.images * k))
+            let per_image = band.per_image(&tiles);
+            maps_by_channel(out, k, g.out_plane())
+                .into_par_iter()
+                .with_min_len(spreading.min_len(k))
                 .enumerate()
                 .for_each_init(
                     || PlaneBuffers::new(&tiles),
-                    |buf, (n, map)| {
-                        let (i, channel) = (n / k, n % k);
-                        let at = Spread::new(&m[channel * p + i * band.per_image(&tiles)..], k * p);
+                    |buf, (channel, mut maps)| {
+                        let at = |i: usize| Spread::new(&m[channel * p + i * per_image..], k * p);
                         let rows = band.rows.clone();
                         if tiles.m == f43::M {
-                            f43::output_transform(at, g, &tiles, rows, map, &mut buf.f43);
+                            f43::output_transform(at(0), g, &tiles, rows, &mut maps, &mut buf.f43);
                         } else {
-                            output_transform(at, g, &tiles, rows, map, buf);
+                            for (i, map) in maps.iter_mut().enumerate() {
+                                output_transform(at(i), g, &tiles, rows.clone(), map, buf);
+                            }
                         }
-                        post.apply_map(&mut map[out_rows.clone()], channel);
+                        for map in maps {
+                            post.apply_map(&mut map[out_rows.clone()], channel);
+                        }
                     },
                 );
         }
@@ -813,20 +847,22 @@ fn gradients_tiled(
                     ut[at].times(dv, position(yhat, (at, xi), k, p), false, Parallelism::None);
                 });
                 let dv = &s.v;
-                dx.par_chunks_mut(g.in_plane())
-                    .with_min_len(spreading.min_len(band.images * c))
+                let per_image = band.per_image(&tiles);
+                maps_by_channel(dx, c, g.in_plane())
+                    .into_par_iter()
+                    .with_min_len(spreading.min_len(c))
                     .enumerate()
                     .for_each_init(
                         || PlaneBuffers::new(&tiles),
-                        |buf, (n, input)| {
-                            let (i, channel) = (n / c, n % c);
-                            let at = &dv[channel * p + i * band.per_image(&tiles)..];
-                            let at = Spread::new(at, c * p);
+                        |buf, (channel, mut inputs)| {
+                            let at = |i: usize| Spread::new(&dv[channel * p + i * per_image..], c * p);
                             let rows = band.rows.clone();
                             if tiles.m == f43::M {
-                                f43::input_scatter(at, g, &tiles, rows, input, &mut buf.f43);
+                                f43::input_scatter(at(0), g, &tiles, rows, &mut inputs, &mut buf.f43);
                             } else {
-                                input_scatter(at, g, &tiles, rows, input, buf);
+                                for (i, input) in inputs.iter_mut().enumerate() {
+                                    input_scatter(at(i), g, &tiles, rows.clone(), input, buf);
+                                }
                             }
                         },
                     );
@@ -1002,5 +1038,7 @@ mod tests {
         assert!(!vgg(32, 64, 12) && !vgg(96, 96, 6) && !vgg(1, 64, 48));
         let tiles = |batch, side| enough_tiles(&geometry(batch, [64, 64], [side, side], [1, 1]));
         assert!(tiles(1, 48) && tiles(1, 24) && tiles(64, 6) && !tiles(3, 12) && !tiles(1, 12));
+        let side = |side| tile_side(&geometry(64, [96, 208], [side, side], [1, 1]));
+        assert_eq!((side(24), side(12), side(6)), (f43::M, f43::M, 2));
     }
 }

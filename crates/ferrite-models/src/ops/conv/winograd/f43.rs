@@ -264,7 +264,7 @@ fn add(out: &mut [f32], values: &[f32]) {
 #[inline(always)]
 fn split_columns(row: &[f32], phases: &mut [f32], stride: usize, at: usize) {
     let whole = row.len() / M;
-    let [q0, q1, q2, q3] = runs_mut(phases, at, stride, whole + 1);
+    let [q0, q1, q2, q3] = runs_mut(phases, at, stride, row.len().div_ceil(M));
     deinterleave4(&row[..M * whole], q0, q1, q2, q3);
     for (p, &v) in row[M * whole..].iter().enumerate() {
         phases[p * stride + at + whole] = v;
@@ -278,6 +278,33 @@ fn deinterleave4(row: &[f32], q0: &mut [f32], q1: &mut [f32], q2: &mut [f32], q3
     for ((((quad, a), b), c), d) in quads.zip(q0).zip(q1).zip(q2).zip(q3) {
         (*a, *b, *c, *d) = (quad[0], quad[1], quad[2], quad[3]);
     }
+}
+
+/// Column `k` of each of the `cols` input tiles of a `4·cols + 2`-wide row, `row[4t + k]`,
+/// as run `k` (`stride` apart) of `columns` from `at` on. Columns 4 and 5 of a tile are
+/// columns 0 and 1 of the next, so each is the same run shifted by one tile, and the last
+/// tile's from the row's last two values.
+#[inline(always)]
+fn tile_columns(row: &[f32], columns: &mut [f32], stride: usize, at: usize, cols: usize) {
+    let [c0, c1, c2, c3, c4, c5] = runs_mut(columns, at, stride, cols);
+    deinterleave4(&row[..M * cols], c0, c1, c2, c3);
+    let last = cols - 1;
+    c4[..last].copy_from_slice(&c0[1..]);
+    c5[..last].copy_from_slice(&c1[1..]);
+    (c4[last], c5[last]) = (row[M * cols], row[M * cols + 1]);
+}
+
+/// The adjoint of [`tile_columns`] (from `at` = 0), consuming `columns`: `row[x]` sums every
+/// tile column that read it.
+#[inline(always)]
+fn merge_tile_columns(columns: &mut [f32], stride: usize, cols: usize, row: &mut [f32]) {
+    let [c0, c1, c2, c3, c4, c5] = runs_mut(columns, 0, stride, cols);
+    let last = cols - 1;
+    let (quads, tail) = row.split_at_mut(M * cols);
+    tail[..2].copy_from_slice(&[c4[last], c5[last]]);
+    add(&mut c0[1..], &c4[..last]);
+    add(&mut c1[1..], &c5[..last]);
+    interleave4(c0, c1, c2, c3, quads);
 }
 
 /// The adjoint of [`split_columns`] (from `at` = 0): `row[x] = phases[(x % 4)·stride + x / 4]`.
@@ -301,23 +328,31 @@ fn interleave4(q0: &[f32], q1: &[f32], q2: &[f32], q3: &[f32], row: &mut [f32]) 
     }
 }
 
-/// Scratch values one plane's transforms need.
+/// Scratch values one channel's transforms need (all the images of a group's band at once).
 pub(super) fn buffer_len(tiles: &Tiling) -> usize {
     let (cols, width) = (tiles.cols, M * tiles.cols + 2);
-    let n = tiles.band_rows * cols;
-    let input = (M * tiles.band_rows + 2) * width + N * width + N * M * (n + 1);
-    let scatter = (N * N + N) * n + N * M * (n + 1) + M * (cols + 1);
+    let n = tiles.images * tiles.band_rows * cols;
+    let input = (M * tiles.band_rows + 2) * width + N * width + N * N * n;
+    let scatter = 2 * N * N * n + width;
     input.max(scatter).max((N * M + M * M) * n)
 }
 
-/// `V = Bᵀ·d·B` for every 6×6 tile `d` of one input plane (zeros outside it), tile rows `band`.
+/// Where tile row `local` of image `image` starts among the `n` tiles of a band: images one
+/// after another, as [`super::transform_planes`] lays them out.
+#[inline(always)]
+fn first_tile(image: usize, local: usize, band: &Range<usize>, cols: usize) -> usize {
+    (image * band.len() + local) * cols
+}
+
+/// `V = Bᵀ·d·B` for every 6×6 tile `d` of one channel's input planes, one per image (zeros
+/// outside them), tile rows `band`.
 ///
-/// Each tile row ends in a spare tile past the map's edge (see [`Tiling`]), so that the tile
-/// columns of the whole band are one run: "column k of every tile" is then one pass over the
-/// band however narrow the map, the spare tile taking what spills over from the next row.
+/// The six columns of every tile of the band, in all its images, are six runs (see
+/// [`tile_columns`]), so that Bᵀ along the rows is six passes over all the tiles however small
+/// the maps: a 12² map has nine tiles, 64 images a few hundred.
 #[multiversion(targets = "simd")]
 pub(super) fn input_transform(
-    plane: &[f32],
+    planes: &[&[f32]],
     g: &Geometry,
     tiles: &Tiling,
     band: Range<usize>,
@@ -328,96 +363,96 @@ pub(super) fn input_transform(
     let [pad_y, pad_x] = g.pad;
     let cols = tiles.cols;
     let (width, height) = (M * cols + 2, M * band.len() + 2);
-    let (n, span) = (band.len() * cols, band.len() * cols + 1);
+    let n = planes.len() * band.len() * cols;
     let (padded, rest) = buf.split_at_mut(height * width);
-    let (rows, phases) = rest.split_at_mut(N * width);
-    let phases = &mut phases[..N * M * span];
-    padded.fill(0.0);
+    let (rows, columns) = rest.split_at_mut(N * width);
+    let columns = &mut columns[..N * N * n];
     let top = M * band.start;
-    for (y, line) in plane.chunks_exact(in_w).enumerate().take(in_h) {
-        let Some(row) = (y + pad_y).checked_sub(top).filter(|&r| r < height) else {
-            continue;
-        };
-        padded[row * width + pad_x..][..in_w].copy_from_slice(line);
-    }
-    // Bᵀ down each tile row's six padded rows; every result row into its column phases,
-    // tile rows one after another (in order: each overwrites its predecessor's spill).
-    for local in 0..band.len() {
-        bt(
-            runs(padded, M * local * width, width, width),
-            runs_mut(rows, 0, width, width),
-        );
-        for (i, row) in rows.chunks_exact(width).enumerate() {
-            split_columns(row, &mut phases[i * M * span..], span, local * cols);
+    for (image, plane) in planes.iter().enumerate() {
+        padded.fill(0.0);
+        for (y, line) in plane.chunks_exact(in_w).enumerate().take(in_h) {
+            let Some(row) = (y + pad_y).checked_sub(top).filter(|&r| r < height) else {
+                continue;
+            };
+            padded[row * width + pad_x..][..in_w].copy_from_slice(line);
+        }
+        // Bᵀ down each tile row's six padded rows; every result row i into the tile columns
+        // columns[i][k].
+        for local in 0..band.len() {
+            bt(
+                runs(padded, M * local * width, width, width),
+                runs_mut(rows, 0, width, width),
+            );
+            let at = first_tile(image, local, &band, cols);
+            for (i, row) in rows.chunks_exact(width).enumerate() {
+                tile_columns(row, &mut columns[i * N * n..], n, at, cols);
+            }
         }
     }
-    // Bᵀ along the rows: column k of every tile is phase k mod 4, from tile k / 4 on.
+    // Bᵀ along the rows.
     for i in 0..N {
-        let phases = &phases[i * M * span..][..M * span];
-        let columns = array::from_fn(|k| &phases[(k % M) * span + k / M..][..n]);
         let mut out = v.rows(N * i, 0, n);
-        bt(columns, array::from_fn(|_| out.next()));
+        bt(runs(columns, i * N * n, n, n), array::from_fn(|_| out.next()));
     }
 }
 
-/// `dx += Σ B·dV·Bᵀ` over the (overlapping) tiles of one input plane in tile rows `band`: the
-/// adjoint of [`input_transform`]. The spare tiles' `dV` is zero (their output gradient is).
+/// `dx += Σ B·dV·Bᵀ` over the (overlapping) tiles of one channel's input planes in tile rows
+/// `band`: the adjoint of [`input_transform`].
 #[multiversion(targets = "simd")]
 pub(super) fn input_scatter(
     dv: Spread<&[f32]>,
     g: &Geometry,
     tiles: &Tiling,
     band: Range<usize>,
-    plane: &mut [f32],
+    planes: &mut [&mut [f32]],
     buf: &mut [f32],
 ) {
     let [in_h, in_w] = g.in_size;
     let [pad_y, pad_x] = g.pad;
     let cols = tiles.cols;
-    let (n, span) = (band.len() * cols, band.len() * cols + 1);
+    let n = planes.len() * band.len() * cols;
     let (h, rest) = buf.split_at_mut(N * N * n);
-    let (z, rest) = rest.split_at_mut(N * n);
-    let (acc, rest) = rest.split_at_mut(N * M * span);
-    let line = &mut rest[..M * (cols + 1)];
+    let (columns, rest) = rest.split_at_mut(N * N * n);
+    let line = &mut rest[..M * cols + 2];
     // h[i][b]: B along the tile rows.
     for i in 0..N {
         let row = runs(dv.data, N * i * dv.xi_stride, dv.xi_stride, n);
         b(row, runs_mut(h, N * i * n, n, n));
     }
-    // B down column b gives row a of every tile at column 4·tx + b: acc[a], phase b mod 4,
-    // from tile b / 4 on.
-    acc.fill(0.0);
-    for col in 0..N {
-        b(runs(h, col * n, N * n, n), runs_mut(z, 0, n, n));
-        for (a, values) in z.chunks_exact(n).enumerate() {
-            add(&mut acc[(a * M + col % M) * span + col / M..][..n], values);
-        }
+    // B down tile column k gives row a of every tile at that column: columns[a][k].
+    for k in 0..N {
+        b(runs(h, k * n, N * n, n), runs_mut(columns, k * n, N * n, n));
     }
-    // Padded row 4·ty + a takes acc[a] at the tile row's columns.
-    for (local, ty) in band.enumerate() {
-        for a in 0..N {
-            let Some(y) = (M * ty + a).checked_sub(pad_y).filter(|&y| y < in_h) else {
-                continue;
-            };
-            merge_columns(&acc[a * M * span + local * cols..], span, line);
-            let from = line.get(pad_x..).unwrap_or_default();
-            add(&mut plane[y * in_w..(y + 1) * in_w], from);
+    // Padded row 4·ty + a sums row a's tile columns.
+    for (image, plane) in planes.iter_mut().enumerate() {
+        for (local, ty) in band.clone().enumerate() {
+            let at = first_tile(image, local, &band, cols);
+            for a in 0..N {
+                let Some(y) = (M * ty + a).checked_sub(pad_y).filter(|&y| y < in_h) else {
+                    continue;
+                };
+                merge_tile_columns(&mut columns[a * N * n + at..], n, cols, line);
+                let from = line.get(pad_x..).unwrap_or_default();
+                add(&mut plane[y * in_w..(y + 1) * in_w], from);
+            }
         }
     }
 }
 
-/// `y = Aᵀ·M·A` for every tile of one output map in tile rows `band`.
+/// `y = Aᵀ·M·A` for every tile of one channel's output maps, one per image, in tile rows
+/// `band`.
 #[multiversion(targets = "simd")]
 pub(super) fn output_transform(
     m: Spread<&[f32]>,
     g: &Geometry,
     tiles: &Tiling,
     band: Range<usize>,
-    map: &mut [f32],
+    maps: &mut [&mut [f32]],
     buf: &mut [f32],
 ) {
     let [out_h, out_w] = g.out_size;
-    let (cols, n) = (tiles.cols, band.len() * tiles.cols);
+    let cols = tiles.cols;
+    let n = maps.len() * band.len() * cols;
     // t[i][r]: Aᵀ along the tile rows; o[s][r]: then down the columns.
     let (t, rest) = buf.split_at_mut(N * M * n);
     let o = &mut rest[..M * M * n];
@@ -428,24 +463,27 @@ pub(super) fn output_transform(
     for r in 0..M {
         at(runs(t, r * n, M * n, n), runs_mut(o, r * n, M * n, n));
     }
-    // o[s][r] of tile tx: output row 4·ty + s, column 4·tx + r.
-    for (local, ty) in band.enumerate() {
-        for s in 0..M {
-            let y = M * ty + s;
-            if y >= out_h {
-                break;
+    // o[s][r] of a tile: output row 4·ty + s, column 4·tx + r.
+    for (image, map) in maps.iter_mut().enumerate() {
+        for (local, ty) in band.clone().enumerate() {
+            let at = first_tile(image, local, &band, cols);
+            for s in 0..M {
+                let y = M * ty + s;
+                if y >= out_h {
+                    break;
+                }
+                let phases = &o[M * s * n + at..];
+                merge_columns(phases, n, &mut map[y * out_w..(y + 1) * out_w]);
             }
-            let phases = &o[M * s * n + local * cols..];
-            merge_columns(phases, n, &mut map[y * out_w..(y + 1) * out_w]);
         }
     }
 }
 
-/// `Ŷ = A·dy·Aᵀ` for every 4×4 tile of one output-gradient map (zeros outside it): the
-/// adjoint of [`output_transform`].
+/// `Ŷ = A·dy·Aᵀ` for every 4×4 tile of one channel's output-gradient maps (zeros outside
+/// them): the adjoint of [`output_transform`].
 #[multiversion(targets = "simd")]
 pub(super) fn output_grad_transform(
-    map: &[f32],
+    maps: &[&[f32]],
     g: &Geometry,
     tiles: &Tiling,
     band: Range<usize>,
@@ -453,16 +491,20 @@ pub(super) fn output_grad_transform(
     buf: &mut [f32],
 ) {
     let [out_h, out_w] = g.out_size;
-    let (cols, n) = (tiles.cols, band.len() * tiles.cols);
+    let cols = tiles.cols;
+    let n = maps.len() * band.len() * cols;
     // e[s][r]: row s of every tile, column phase r; u[i][r]: A down the columns.
     let (e, rest) = buf.split_at_mut(M * M * n);
     let u = &mut rest[..N * M * n];
     e.fill(0.0);
-    for (local, ty) in band.enumerate() {
-        for s in 0..M {
-            let y = M * ty + s;
-            if let Some(row) = map.get(y * out_w..(y + 1) * out_w).filter(|_| y < out_h) {
-                split_columns(row, &mut e[M * s * n..], n, local * cols);
+    for (image, map) in maps.iter().enumerate() {
+        for (local, ty) in band.clone().enumerate() {
+            let at = first_tile(image, local, &band, cols);
+            for s in 0..M {
+                let y = M * ty + s;
+                if let Some(row) = map.get(y * out_w..(y + 1) * out_w).filter(|_| y < out_h) {
+                    split_columns(row, &mut e[M * s * n..], n, at);
+                }
             }
         }
     }

@@ -643,9 +643,11 @@ fn transform_planes<'a>(
             || (PlaneBuffers::new(tiles), Vec::with_capacity(band.images)),
             |(buf, planes), (c, rows)| {
                 planes.clear();
-                planes.extend((0..band.images).map(|i| {
-                    &data[(band.first + i) * image_len + c * plane_len..][..plane_len]
-                }));
+                planes.extend(
+                    (0..band.images).map(|i| {
+                        &data[(band.first + i) * image_len + c * plane_len..][..plane_len]
+                    }),
+                );
                 transform(planes, Spread::new(rows, columns), buf);
             },
         );
@@ -855,10 +857,18 @@ fn gradients_tiled(
                     .for_each_init(
                         || PlaneBuffers::new(&tiles),
                         |buf, (channel, mut inputs)| {
-                            let at = |i: usize| Spread::new(&dv[channel * p + i * per_image..], c * p);
+                            let at =
+                                |i: usize| Spread::new(&dv[channel * p + i * per_image..], c * p);
                             let rows = band.rows.clone();
                             if tiles.m == f43::M {
-                                f43::input_scatter(at(0), g, &tiles, rows, &mut inputs, &mut buf.f43);
+                                f43::input_scatter(
+                                    at(0),
+                                    g,
+                                    &tiles,
+                                    rows,
+                                    &mut inputs,
+                                    &mut buf.f43,
+                                );
                             } else {
                                 for (i, input) in inputs.iter_mut().enumerate() {
                                     input_scatter(at(i), g, &tiles, rows.clone(), input, buf);

@@ -392,7 +392,10 @@ pub(super) fn input_transform(
     // Bᵀ along the rows.
     for i in 0..N {
         let mut out = v.rows(N * i, 0, n);
-        bt(runs(columns, i * N * n, n, n), array::from_fn(|_| out.next()));
+        bt(
+            runs(columns, i * N * n, n, n),
+            array::from_fn(|_| out.next()),
+        );
     }
 }
 

@@ -53,7 +53,7 @@ enum Route {
 }
 
 /// `FERRITE_KERNELS`: `burn` for Burn's ops everywhere, `im2col` for ferrite's kernels without
-/// Winograd convolutions, `f23` without F(4×4, 3×3); anything else (or unset) for all of
+/// Winograd convolutions, `f23` for F(2×2, 3×3) alone; anything else (or unset) for all of
 /// ferrite's kernels.
 fn kernels_setting() -> &'static str {
     static SETTING: OnceLock<String> = OnceLock::new();

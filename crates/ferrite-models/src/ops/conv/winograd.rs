@@ -28,7 +28,21 @@ use gemm::Parallelism;
 use super::kernels::{Epilogue, Geometry, Lhs, Mat, gemm_into, plan, sum_parts};
 use crate::ops::scratch::with_scratch;
 
+mod f33;
 mod f43;
+mod transforms;
+
+/// `transforms::$f::<M, N, Points>(args)` for the larger tiles of side `$m` (3 or 4), else
+/// `$small` (2×2 tiles).
+macro_rules! by_tile_side {
+    ($m:expr, $f:ident($($arg:expr),* $(,)?), $small:expr) => {
+        match $m {
+            f43::M => transforms::$f::<{ f43::M }, { f43::M + 2 }, f43::F43>($($arg),*),
+            f33::M => transforms::$f::<{ f33::M }, { f33::M + 2 }, f33::F33>($($arg),*),
+            _ => $small,
+        }
+    };
+}
 
 /// Transformed positions per tile of F(2×2, 3×3): a 4×4 input tile.
 const XI: usize = 16;
@@ -78,13 +92,24 @@ fn tiles_in_batch(g: &Geometry) -> usize {
 /// 256→512 62–65 → 64–66, 512→512 116–121 → 115–117, DeXpression's 96→208 13–15 → 13–18.
 const MIN_F43_SIDE: usize = 12;
 
+/// On smaller maps, F(3×3, 3×3) where its tiles fit the map better than 2×2 ones (a 6² map:
+/// 100 products an image against 144).
 fn tile_side(g: &Geometry) -> usize {
     let [h, w] = g.out_size;
-    if h >= MIN_F43_SIDE && w >= MIN_F43_SIDE && !crate::ops::f23_forced() {
+    if crate::ops::f23_forced() {
+        2
+    } else if h >= MIN_F43_SIDE && w >= MIN_F43_SIDE {
         f43::M
+    } else if products_per_image(g, f33::M) < products_per_image(g, 2) {
+        f33::M
     } else {
         2
     }
+}
+
+/// Transformed positions of one image's tiles of side `m`.
+fn products_per_image(g: &Geometry, m: usize) -> usize {
+    g.out_size[0].div_ceil(m) * g.out_size[1].div_ceil(m) * (m + 2) * (m + 2)
 }
 
 /// Dense 3×3, stride 1, no dilation (any padding).
@@ -216,7 +241,11 @@ const G: [[f32; 3]; 4] = [
 /// The filter transform of `tiles` as a `[(m + 2)², 9]` matrix: `U[ξ = (m + 2)·r + s] =
 /// Σ G[r][a]·G[s][b]·w[3a + b]`.
 fn filter_matrix(tiles: &Tiling) -> Vec<f32> {
-    let g: &[[f32; 3]] = if tiles.m == f43::M { &f43::G } else { &G };
+    let g: &[[f32; 3]] = match tiles.m {
+        f43::M => &f43::G,
+        f33::M => &f33::G,
+        _ => &G,
+    };
     let n = g.len();
     let mut t = vec![0.0; n * n * 9];
     for (xi, row) in t.chunks_exact_mut(9).enumerate() {
@@ -319,7 +348,7 @@ struct PlaneBuffers {
     h: Vec<f32>,
     z: Vec<f32>,
     /// All of F(4×4, 3×3)'s buffers (empty for F(2×2, 3×3)).
-    f43: Vec<f32>,
+    larger: Vec<f32>,
 }
 
 impl PlaneBuffers {
@@ -332,8 +361,8 @@ impl PlaneBuffers {
             halves: [(); 8].map(|_| zeros(tiles.cols + 1)),
             h: zeros(16 * tiles.cols),
             z: zeros(4 * tiles.cols),
-            f43: zeros(if tiles.m == f43::M {
-                f43::buffer_len(tiles)
+            larger: zeros(if tiles.m > 2 {
+                transforms::buffer_len(tiles)
             } else {
                 0
             }),
@@ -668,14 +697,15 @@ fn transform_inputs(x: &[f32], g: &Geometry, band: (&Tiling, &Band, Spreading), 
     let shape = [g.in_channels, g.in_plane()];
     let per_image = band.1.per_image(tiles);
     transform_planes(x, shape, band, v, |planes, mut at, buf| {
-        if tiles.m == f43::M {
-            f43::input_transform(planes, g, tiles, rows.clone(), at, &mut buf.f43)
-        } else {
+        let larger = &mut buf.larger;
+        by_tile_side!(
+            tiles.m,
+            input_transform(planes, g, tiles, rows.clone(), at, larger),
             for (i, plane) in planes.iter().enumerate() {
                 let at = at.from_column(i * per_image);
                 input_transform(plane, g, tiles, rows.clone(), at, buf);
             }
-        }
+        )
     });
 }
 
@@ -690,14 +720,15 @@ fn transform_output_grads(
     let shape = [g.out_channels, g.out_plane()];
     let per_image = band.1.per_image(tiles);
     transform_planes(dy, shape, band, yhat, |maps, mut at, buf| {
-        if tiles.m == f43::M {
-            f43::output_grad_transform(maps, g, tiles, rows.clone(), at, &mut buf.f43)
-        } else {
+        let larger = &mut buf.larger;
+        by_tile_side!(
+            tiles.m,
+            output_grad_transform(maps, g, tiles, rows.clone(), at, larger),
             for (i, map) in maps.iter().enumerate() {
                 let at = at.from_column(i * per_image);
                 output_grad_transform(map, g, tiles, rows.clone(), at, buf);
             }
-        }
+        )
     });
 }
 
@@ -765,13 +796,14 @@ fn forward_tiled(x: &[f32], w: &[f32], post: &Epilogue, g: &Geometry, tiles: Til
                     |buf, (channel, mut maps)| {
                         let at = |i: usize| Spread::new(&m[channel * p + i * per_image..], k * p);
                         let rows = band.rows.clone();
-                        if tiles.m == f43::M {
-                            f43::output_transform(at(0), g, &tiles, rows, &mut maps, &mut buf.f43);
-                        } else {
+                        let larger = &mut buf.larger;
+                        by_tile_side!(
+                            tiles.m,
+                            output_transform(at(0), g, &tiles, rows.clone(), &mut maps, larger),
                             for (i, map) in maps.iter_mut().enumerate() {
                                 output_transform(at(i), g, &tiles, rows.clone(), map, buf);
                             }
-                        }
+                        );
                         for map in maps {
                             post.apply_map(&mut map[out_rows.clone()], channel);
                         }
@@ -860,20 +892,14 @@ fn gradients_tiled(
                             let at =
                                 |i: usize| Spread::new(&dv[channel * p + i * per_image..], c * p);
                             let rows = band.rows.clone();
-                            if tiles.m == f43::M {
-                                f43::input_scatter(
-                                    at(0),
-                                    g,
-                                    &tiles,
-                                    rows,
-                                    &mut inputs,
-                                    &mut buf.f43,
-                                );
-                            } else {
+                            let larger = &mut buf.larger;
+                            by_tile_side!(
+                                tiles.m,
+                                input_scatter(at(0), g, &tiles, rows.clone(), &mut inputs, larger),
                                 for (i, input) in inputs.iter_mut().enumerate() {
                                     input_scatter(at(i), g, &tiles, rows.clone(), input, buf);
                                 }
-                            }
+                            );
                         },
                     );
             }
@@ -949,7 +975,7 @@ mod tests {
     /// through a bias + ReLU epilogue, and both gradients; with 2×2 and with 4×4 tiles.
     fn assert_matches_im2col(g: &Geometry) {
         assert!(covers(g));
-        for m in [2, f43::M] {
+        for m in [2, f33::M, f43::M] {
             assert_tiling_matches_im2col(g, Tiling::with_tile(g, m));
         }
     }
@@ -1013,7 +1039,7 @@ mod tests {
     fn bands_of_tile_rows() {
         // A large map is cut into bands of tile rows, whose tiles overlap at the bands' edges.
         let g = geometry(2, [32, 32], [88, 87], [1, 1]);
-        for m in [2, f43::M] {
+        for m in [2, f33::M, f43::M] {
             let tiles = Tiling::with_tile(&g, m);
             assert!(tiles.band_rows < tiles.rows, "{tiles:?}");
         }
@@ -1049,6 +1075,9 @@ mod tests {
         let tiles = |batch, side| enough_tiles(&geometry(batch, [64, 64], [side, side], [1, 1]));
         assert!(tiles(1, 48) && tiles(1, 24) && tiles(64, 6) && !tiles(3, 12) && !tiles(1, 12));
         let side = |side| tile_side(&geometry(64, [96, 208], [side, side], [1, 1]));
-        assert_eq!((side(24), side(12), side(6)), (f43::M, f43::M, 2));
+        assert_eq!(
+            (side(24), side(12), side(6), side(4)),
+            (f43::M, f43::M, f33::M, 2)
+        );
     }
 }

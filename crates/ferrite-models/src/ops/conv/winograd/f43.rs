@@ -11,17 +11,9 @@
 //!      ⎣0  4  0 −5  0  1⎦       ⎣   0     0     1 ⎦
 //! ```
 //!
-//! Every transform works on one tile row at a time with the tiles as the vector lanes: a
-//! matrix along the rows is a few whole-row passes, and along the columns the rows are split
-//! into their four column phases first, so that "column k of every tile" is one contiguous run.
+//! The plane transforms that use them are in [`super::transforms`].
 
-use std::array;
-use std::ops::Range;
-
-use multiversion::multiversion;
-
-use super::super::kernels::Geometry;
-use super::{Spread, Tiling};
+use super::transforms::Points;
 
 /// Output tile side and input tile side.
 pub(super) const M: usize = 4;
@@ -36,15 +28,50 @@ pub(super) const G: [[f32; 3]; N] = [
     [0.0, 0.0, 1.0],
 ];
 
-/// `out[i] = Σ_k Bᵀ[i][k]·d[k]`, element by element (the sums and differences of Bᵀ's rows).
-#[inline(always)]
-fn bt(d: [&[f32]; N], out: [&mut [f32]; N]) {
-    let [d0, d1, d2, d3, d4, d5] = d;
-    let [o0, o1, o2, o3, o4, o5] = out;
-    bt_rows(d0, d1, d2, d3, d4, d5, o0, o1, o2, o3, o4, o5);
+/// F(4×4, 3×3)'s matrices.
+pub(super) struct F43;
+
+impl Points<M, N> for F43 {
+    #[inline(always)]
+    fn bt(d: [&[f32]; N], out: [&mut [f32]; N]) {
+        let [d0, d1, d2, d3, d4, d5] = d;
+        let [o0, o1, o2, o3, o4, o5] = out;
+        bt_rows(d0, d1, d2, d3, d4, d5, o0, o1, o2, o3, o4, o5);
+    }
+
+    #[inline(always)]
+    fn b(v: [&[f32]; N], out: [&mut [f32]; N]) {
+        let [v0, v1, v2, v3, v4, v5] = v;
+        let [o0, o1, o2, o3, o4, o5] = out;
+        b_rows(v0, v1, v2, v3, v4, v5, o0, o1, o2, o3, o4, o5);
+    }
+
+    #[inline(always)]
+    fn at(m: [&[f32]; N], out: [&mut [f32]; M]) {
+        let [m0, m1, m2, m3, m4, m5] = m;
+        let [o0, o1, o2, o3] = out;
+        at_rows(m0, m1, m2, m3, m4, m5, o0, o1, o2, o3);
+    }
+
+    #[inline(always)]
+    fn a(e: [&[f32]; M], out: [&mut [f32]; N]) {
+        let [e0, e1, e2, e3] = e;
+        let [o0, o1, o2, o3, o4, o5] = out;
+        a_rows(e0, e1, e2, e3, o0, o1, o2, o3, o4, o5);
+    }
+
+    #[inline(always)]
+    fn deinterleave(row: &[f32], [q0, q1, q2, q3]: [&mut [f32]; M]) {
+        deinterleave4(row, q0, q1, q2, q3)
+    }
+
+    #[inline(always)]
+    fn interleave([q0, q1, q2, q3]: [&[f32]; M], row: &mut [f32]) {
+        interleave4(q0, q1, q2, q3, row)
+    }
 }
 
-/// [`bt`] on separate slices: as function arguments they are known not to overlap, so the
+/// [`Points::bt`] on separate slices: as function arguments they are known not to overlap, so the
 /// loop vectorises without run-time overlap checks (which it failed as an array of slices).
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
@@ -87,15 +114,7 @@ fn bt_rows(
     }
 }
 
-/// The adjoint of [`bt`]: `out[a] = Σ_i Bᵀ[i][a]·v[i]`.
-#[inline(always)]
-fn b(v: [&[f32]; N], out: [&mut [f32]; N]) {
-    let [v0, v1, v2, v3, v4, v5] = v;
-    let [o0, o1, o2, o3, o4, o5] = out;
-    b_rows(v0, v1, v2, v3, v4, v5, o0, o1, o2, o3, o4, o5);
-}
-
-/// [`b`] on separate slices: as function arguments they are known not to overlap, so the
+/// [`Points::b`] on separate slices: as function arguments they are known not to overlap, so the
 /// loop vectorises without run-time overlap checks (which it failed as an array of slices).
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
@@ -138,15 +157,7 @@ fn b_rows(
     }
 }
 
-/// `out[r] = Σ_j Aᵀ[r][j]·m[j]`.
-#[inline(always)]
-fn at(m: [&[f32]; N], out: [&mut [f32]; M]) {
-    let [m0, m1, m2, m3, m4, m5] = m;
-    let [o0, o1, o2, o3] = out;
-    at_rows(m0, m1, m2, m3, m4, m5, o0, o1, o2, o3);
-}
-
-/// [`at`] on separate slices: as function arguments they are known not to overlap, so the
+/// [`Points::at`] on separate slices: as function arguments they are known not to overlap, so the
 /// loop vectorises without run-time overlap checks (which it failed as an array of slices).
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
@@ -183,15 +194,7 @@ fn at_rows(
     }
 }
 
-/// The adjoint of [`at`]: `out[j] = Σ_r Aᵀ[r][j]·e[r]`.
-#[inline(always)]
-fn a(e: [&[f32]; M], out: [&mut [f32]; N]) {
-    let [e0, e1, e2, e3] = e;
-    let [o0, o1, o2, o3, o4, o5] = out;
-    a_rows(e0, e1, e2, e3, o0, o1, o2, o3, o4, o5);
-}
-
-/// [`a`] on separate slices: as function arguments they are known not to overlap, so the
+/// [`Points::a`] on separate slices: as function arguments they are known not to overlap, so the
 /// loop vectorises without run-time overlap checks (which it failed as an array of slices).
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
@@ -230,92 +233,12 @@ fn a_rows(
     }
 }
 
-/// `K` runs of `len` values, `stride` apart, from `at` in `data`.
-#[inline(always)]
-fn runs<const K: usize>(data: &[f32], at: usize, stride: usize, len: usize) -> [&[f32]; K] {
-    array::from_fn(|k| &data[at + k * stride..][..len])
-}
-
-/// The same, mutable (`stride ≥ len`, so the runs do not overlap).
-#[inline(always)]
-fn runs_mut<const K: usize>(
-    data: &mut [f32],
-    at: usize,
-    stride: usize,
-    len: usize,
-) -> [&mut [f32]; K] {
-    let mut rest = &mut data[at..];
-    array::from_fn(|_| {
-        let step = stride.min(rest.len());
-        let (run, after) = std::mem::take(&mut rest).split_at_mut(step);
-        rest = after;
-        &mut run[..len]
-    })
-}
-
-/// `out += values`.
-#[inline(always)]
-fn add(out: &mut [f32], values: &[f32]) {
-    out.iter_mut().zip(values).for_each(|(o, v)| *o += v);
-}
-
-/// `row` split into its four column phases, `stride` apart in `phases`, from `at` on: phase
-/// `p` gets `row[p]`, `row[p + 4]`, ….
-#[inline(always)]
-fn split_columns(row: &[f32], phases: &mut [f32], stride: usize, at: usize) {
-    let whole = row.len() / M;
-    let [q0, q1, q2, q3] = runs_mut(phases, at, stride, row.len().div_ceil(M));
-    deinterleave4(&row[..M * whole], q0, q1, q2, q3);
-    for (p, &v) in row[M * whole..].iter().enumerate() {
-        phases[p * stride + at + whole] = v;
-    }
-}
-
 /// `row`'s values by position mod 4, as exact quadruples (a loop that vectorises).
 #[inline(always)]
 fn deinterleave4(row: &[f32], q0: &mut [f32], q1: &mut [f32], q2: &mut [f32], q3: &mut [f32]) {
     let quads = row.chunks_exact(M);
     for ((((quad, a), b), c), d) in quads.zip(q0).zip(q1).zip(q2).zip(q3) {
         (*a, *b, *c, *d) = (quad[0], quad[1], quad[2], quad[3]);
-    }
-}
-
-/// Column `k` of each of the `cols` input tiles of a `4·cols + 2`-wide row, `row[4t + k]`,
-/// as run `k` (`stride` apart) of `columns` from `at` on. Columns 4 and 5 of a tile are
-/// columns 0 and 1 of the next, so each is the same run shifted by one tile, and the last
-/// tile's from the row's last two values.
-#[inline(always)]
-fn tile_columns(row: &[f32], columns: &mut [f32], stride: usize, at: usize, cols: usize) {
-    let [c0, c1, c2, c3, c4, c5] = runs_mut(columns, at, stride, cols);
-    deinterleave4(&row[..M * cols], c0, c1, c2, c3);
-    let last = cols - 1;
-    c4[..last].copy_from_slice(&c0[1..]);
-    c5[..last].copy_from_slice(&c1[1..]);
-    (c4[last], c5[last]) = (row[M * cols], row[M * cols + 1]);
-}
-
-/// The adjoint of [`tile_columns`] (from `at` = 0), consuming `columns`: `row[x]` sums every
-/// tile column that read it.
-#[inline(always)]
-fn merge_tile_columns(columns: &mut [f32], stride: usize, cols: usize, row: &mut [f32]) {
-    let [c0, c1, c2, c3, c4, c5] = runs_mut(columns, 0, stride, cols);
-    let last = cols - 1;
-    let (quads, tail) = row.split_at_mut(M * cols);
-    tail[..2].copy_from_slice(&[c4[last], c5[last]]);
-    add(&mut c0[1..], &c4[..last]);
-    add(&mut c1[1..], &c5[..last]);
-    interleave4(c0, c1, c2, c3, quads);
-}
-
-/// The adjoint of [`split_columns`] (from `at` = 0): `row[x] = phases[(x % 4)·stride + x / 4]`.
-#[inline(always)]
-fn merge_columns(phases: &[f32], stride: usize, row: &mut [f32]) {
-    let whole = row.len() / M;
-    let [q0, q1, q2, q3] = runs(phases, 0, stride, whole);
-    let (quads, rest) = row.split_at_mut(M * whole);
-    interleave4(q0, q1, q2, q3, quads);
-    for (p, v) in rest.iter_mut().enumerate() {
-        *v = phases[p * stride + whole];
     }
 }
 
@@ -328,258 +251,26 @@ fn interleave4(q0: &[f32], q1: &[f32], q2: &[f32], q3: &[f32], row: &mut [f32]) 
     }
 }
 
-/// Scratch values one channel's transforms need (all the images of a group's band at once).
-pub(super) fn buffer_len(tiles: &Tiling) -> usize {
-    let (cols, width) = (tiles.cols, M * tiles.cols + 2);
-    let n = tiles.images * tiles.band_rows * cols;
-    let input = (M * tiles.band_rows + 2) * width + N * width + N * N * n;
-    let scatter = 2 * N * N * n + width;
-    input.max(scatter).max((N * M + M * M) * n)
-}
-
-/// Where tile row `local` of image `image` starts among the `n` tiles of a band: images one
-/// after another, as [`super::transform_planes`] lays them out.
-#[inline(always)]
-fn first_tile(image: usize, local: usize, band: &Range<usize>, cols: usize) -> usize {
-    (image * band.len() + local) * cols
-}
-
-/// `V = Bᵀ·d·B` for every 6×6 tile `d` of one channel's input planes, one per image (zeros
-/// outside them), tile rows `band`.
-///
-/// The six columns of every tile of the band, in all its images, are six runs (see
-/// [`tile_columns`]), so that Bᵀ along the rows is six passes over all the tiles however small
-/// the maps: a 12² map has nine tiles, 64 images a few hundred.
-#[multiversion(targets = "simd")]
-pub(super) fn input_transform(
-    planes: &[&[f32]],
-    g: &Geometry,
-    tiles: &Tiling,
-    band: Range<usize>,
-    mut v: Spread<&mut [f32]>,
-    buf: &mut [f32],
-) {
-    let [in_h, in_w] = g.in_size;
-    let [pad_y, pad_x] = g.pad;
-    let cols = tiles.cols;
-    let (width, height) = (M * cols + 2, M * band.len() + 2);
-    let n = planes.len() * band.len() * cols;
-    let (padded, rest) = buf.split_at_mut(height * width);
-    let (rows, columns) = rest.split_at_mut(N * width);
-    let columns = &mut columns[..N * N * n];
-    let top = M * band.start;
-    for (image, plane) in planes.iter().enumerate() {
-        padded.fill(0.0);
-        for (y, line) in plane.chunks_exact(in_w).enumerate().take(in_h) {
-            let Some(row) = (y + pad_y).checked_sub(top).filter(|&r| r < height) else {
-                continue;
-            };
-            padded[row * width + pad_x..][..in_w].copy_from_slice(line);
-        }
-        // Bᵀ down each tile row's six padded rows; every result row i into the tile columns
-        // columns[i][k].
-        for local in 0..band.len() {
-            bt(
-                runs(padded, M * local * width, width, width),
-                runs_mut(rows, 0, width, width),
-            );
-            let at = first_tile(image, local, &band, cols);
-            for (i, row) in rows.chunks_exact(width).enumerate() {
-                tile_columns(row, &mut columns[i * N * n..], n, at, cols);
-            }
-        }
-    }
-    // Bᵀ along the rows.
-    for i in 0..N {
-        let mut out = v.rows(N * i, 0, n);
-        bt(
-            runs(columns, i * N * n, n, n),
-            array::from_fn(|_| out.next()),
-        );
-    }
-}
-
-/// `dx += Σ B·dV·Bᵀ` over the (overlapping) tiles of one channel's input planes in tile rows
-/// `band`: the adjoint of [`input_transform`].
-#[multiversion(targets = "simd")]
-pub(super) fn input_scatter(
-    dv: Spread<&[f32]>,
-    g: &Geometry,
-    tiles: &Tiling,
-    band: Range<usize>,
-    planes: &mut [&mut [f32]],
-    buf: &mut [f32],
-) {
-    let [in_h, in_w] = g.in_size;
-    let [pad_y, pad_x] = g.pad;
-    let cols = tiles.cols;
-    let n = planes.len() * band.len() * cols;
-    let (h, rest) = buf.split_at_mut(N * N * n);
-    let (columns, rest) = rest.split_at_mut(N * N * n);
-    let line = &mut rest[..M * cols + 2];
-    // h[i][b]: B along the tile rows.
-    for i in 0..N {
-        let row = runs(dv.data, N * i * dv.xi_stride, dv.xi_stride, n);
-        b(row, runs_mut(h, N * i * n, n, n));
-    }
-    // B down tile column k gives row a of every tile at that column: columns[a][k].
-    for k in 0..N {
-        b(runs(h, k * n, N * n, n), runs_mut(columns, k * n, N * n, n));
-    }
-    // Padded row 4·ty + a sums row a's tile columns.
-    for (image, plane) in planes.iter_mut().enumerate() {
-        for (local, ty) in band.clone().enumerate() {
-            let at = first_tile(image, local, &band, cols);
-            for a in 0..N {
-                let Some(y) = (M * ty + a).checked_sub(pad_y).filter(|&y| y < in_h) else {
-                    continue;
-                };
-                merge_tile_columns(&mut columns[a * N * n + at..], n, cols, line);
-                let from = line.get(pad_x..).unwrap_or_default();
-                add(&mut plane[y * in_w..(y + 1) * in_w], from);
-            }
-        }
-    }
-}
-
-/// `y = Aᵀ·M·A` for every tile of one channel's output maps, one per image, in tile rows
-/// `band`.
-#[multiversion(targets = "simd")]
-pub(super) fn output_transform(
-    m: Spread<&[f32]>,
-    g: &Geometry,
-    tiles: &Tiling,
-    band: Range<usize>,
-    maps: &mut [&mut [f32]],
-    buf: &mut [f32],
-) {
-    let [out_h, out_w] = g.out_size;
-    let cols = tiles.cols;
-    let n = maps.len() * band.len() * cols;
-    // t[i][r]: Aᵀ along the tile rows; o[s][r]: then down the columns.
-    let (t, rest) = buf.split_at_mut(N * M * n);
-    let o = &mut rest[..M * M * n];
-    for i in 0..N {
-        let row = runs(m.data, N * i * m.xi_stride, m.xi_stride, n);
-        at(row, runs_mut(t, M * i * n, n, n));
-    }
-    for r in 0..M {
-        at(runs(t, r * n, M * n, n), runs_mut(o, r * n, M * n, n));
-    }
-    // o[s][r] of a tile: output row 4·ty + s, column 4·tx + r.
-    for (image, map) in maps.iter_mut().enumerate() {
-        for (local, ty) in band.clone().enumerate() {
-            let at = first_tile(image, local, &band, cols);
-            for s in 0..M {
-                let y = M * ty + s;
-                if y >= out_h {
-                    break;
-                }
-                let phases = &o[M * s * n + at..];
-                merge_columns(phases, n, &mut map[y * out_w..(y + 1) * out_w]);
-            }
-        }
-    }
-}
-
-/// `Ŷ = A·dy·Aᵀ` for every 4×4 tile of one channel's output-gradient maps (zeros outside
-/// them): the adjoint of [`output_transform`].
-#[multiversion(targets = "simd")]
-pub(super) fn output_grad_transform(
-    maps: &[&[f32]],
-    g: &Geometry,
-    tiles: &Tiling,
-    band: Range<usize>,
-    mut yhat: Spread<&mut [f32]>,
-    buf: &mut [f32],
-) {
-    let [out_h, out_w] = g.out_size;
-    let cols = tiles.cols;
-    let n = maps.len() * band.len() * cols;
-    // e[s][r]: row s of every tile, column phase r; u[i][r]: A down the columns.
-    let (e, rest) = buf.split_at_mut(M * M * n);
-    let u = &mut rest[..N * M * n];
-    e.fill(0.0);
-    for (image, map) in maps.iter().enumerate() {
-        for (local, ty) in band.clone().enumerate() {
-            let at = first_tile(image, local, &band, cols);
-            for s in 0..M {
-                let y = M * ty + s;
-                if let Some(row) = map.get(y * out_w..(y + 1) * out_w).filter(|_| y < out_h) {
-                    split_columns(row, &mut e[M * s * n..], n, at);
-                }
-            }
-        }
-    }
-    for r in 0..M {
-        a(runs(e, r * n, M * n, n), runs_mut(u, r * n, M * n, n));
-    }
-    let mut out = yhat.rows(0, 0, n);
-    for i in 0..N {
-        a(runs(u, M * i * n, n, n), array::from_fn(|_| out.next()));
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ops::test_util::{assert_close_values, values};
-
-    const BT: [[f32; N]; N] = [
-        [4.0, 0.0, -5.0, 0.0, 1.0, 0.0],
-        [0.0, -4.0, -4.0, 1.0, 1.0, 0.0],
-        [0.0, 4.0, -4.0, -1.0, 1.0, 0.0],
-        [0.0, -2.0, -1.0, 2.0, 1.0, 0.0],
-        [0.0, 2.0, -1.0, -2.0, 1.0, 0.0],
-        [0.0, 4.0, 0.0, -5.0, 0.0, 1.0],
-    ];
-
-    const AT: [[f32; N]; M] = [
-        [1.0, 1.0, 1.0, 1.0, 1.0, 0.0],
-        [0.0, 1.0, -1.0, 2.0, -2.0, 0.0],
-        [0.0, 1.0, 1.0, 4.0, 4.0, 0.0],
-        [0.0, 1.0, -1.0, 8.0, -8.0, 1.0],
-    ];
-
-    /// `Σ_k matrix[r][k]·inputs[k]` (or the transpose's), element by element.
-    fn reference<const R: usize, const C: usize>(
-        matrix: &[[f32; C]; R],
-        transposed: bool,
-        inputs: &[Vec<f32>],
-    ) -> Vec<f32> {
-        let (rows, cols) = if transposed { (C, R) } else { (R, C) };
-        let coefficient = |r: usize, k: usize| {
-            if transposed {
-                matrix[k][r]
-            } else {
-                matrix[r][k]
-            }
-        };
-        let len = inputs[0].len();
-        (0..rows)
-            .flat_map(|r| (0..len).map(move |x| (r, x)))
-            .map(|(r, x)| (0..cols).map(|k| coefficient(r, k) * inputs[k][x]).sum())
-            .collect()
-    }
 
     #[test]
     fn sums_and_differences_are_the_matrices() {
-        let len = 19;
-        let inputs: Vec<Vec<f32>> = (0..N as u64).map(|seed| values(len, seed)).collect();
-        let mut out = vec![0.0; N * len];
-        fn six(out: &mut [f32], len: usize) -> [&mut [f32]; N] {
-            runs_mut(out, 0, len, len)
-        }
-        let six_in: [&[f32]; N] = array::from_fn(|k| &inputs[k][..]);
-        let four_in: [&[f32]; M] = array::from_fn(|k| &inputs[k][..]);
-        bt(six_in, six(&mut out, len));
-        assert_close_values(&out, &reference(&BT, false, &inputs), 1e-6, "Bᵀ");
-        b(six_in, six(&mut out, len));
-        assert_close_values(&out, &reference(&BT, true, &inputs), 1e-6, "B");
-        at(six_in, runs_mut(&mut out, 0, len, len));
-        let four = &out[..M * len];
-        assert_close_values(four, &reference(&AT, false, &inputs), 1e-6, "Aᵀ");
-        a(four_in, six(&mut out, len));
-        assert_close_values(&out, &reference(&AT, true, &inputs[..M]), 1e-6, "A");
+        let bt = [
+            [4.0, 0.0, -5.0, 0.0, 1.0, 0.0],
+            [0.0, -4.0, -4.0, 1.0, 1.0, 0.0],
+            [0.0, 4.0, -4.0, -1.0, 1.0, 0.0],
+            [0.0, -2.0, -1.0, 2.0, 1.0, 0.0],
+            [0.0, 2.0, -1.0, -2.0, 1.0, 0.0],
+            [0.0, 4.0, 0.0, -5.0, 0.0, 1.0],
+        ];
+        let at = [
+            [1.0, 1.0, 1.0, 1.0, 1.0, 0.0],
+            [0.0, 1.0, -1.0, 2.0, -2.0, 0.0],
+            [0.0, 1.0, 1.0, 4.0, 4.0, 0.0],
+            [0.0, 1.0, -1.0, 8.0, -8.0, 1.0],
+        ];
+        super::super::transforms::assert_points_are::<M, N, F43>(&bt, &at);
     }
 }

@@ -15,7 +15,7 @@ use ferrite_models::ops::conv::conv2d;
 static ALLOCATOR: ferrite_train::allocator::Allocator = ferrite_train::allocator::Allocator;
 
 /// (name, input channels, output channels, side, kernel, stride, padding)
-const LAYERS: [(&str, usize, usize, usize, usize, usize, usize); 19] = [
+const LAYERS: [(&str, usize, usize, usize, usize, usize, usize); 21] = [
     ("seed 1→16 48²", 1, 16, 48, 3, 1, 1),
     ("seed 16→16/2 48²", 16, 16, 48, 3, 2, 1),
     ("seed 16→32 24²", 16, 32, 24, 3, 1, 1),
@@ -35,6 +35,8 @@ const LAYERS: [(&str, usize, usize, usize, usize, usize, usize); 19] = [
     ("dex stem 1→64 5×5/2 48²", 1, 64, 48, 5, 2, 2),
     ("dex featex1 96→208 12²", 96, 208, 12, 3, 1, 1),
     ("dex featex2 96→208 6²", 96, 208, 6, 3, 1, 1),
+    ("mx stem 1→8 48²", 1, 8, 48, 3, 1, 0),
+    ("mx stem 8→8 46²", 8, 8, 46, 3, 1, 0),
 ];
 
 fn median(mut v: Vec<f64>) -> f64 {

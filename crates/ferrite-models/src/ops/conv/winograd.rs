@@ -118,15 +118,24 @@ fn covers(g: &Geometry) -> bool {
 }
 
 /// The transforms cost about `in + out` per tile and channel pair, the products `in · out`; so
-/// the measure is `in·out / (in + out)`. Measured per layer (`conv_layers` example, batch 64):
-/// 64→64 at 48² (32) and 96→208 at 12² (65) gain, 32→64 at 12² (21) and 32→32 at 48² (16)
-/// lose. On maps under 8 wide the short rows cost more (forward + both gradients at 6²,
-/// batch 64, ms, im2col → Winograd, on Zen 4): 64→64 (32) 4.6 → 5.9, 96→96 (48) 9.1 → 9.8,
-/// 128→128 (64) 15.2 → 13.3, DeXpression's 96→208 (65) 17.7 → 14.8. (Session 4 measured
-/// 96→208 at 6² losing on Zen 5, with transforms since made faster.)
+/// the measure is `in·out / (in + out)`. With F(2×2) tiles (measured per layer, `conv_layers`
+/// example, batch 64): 64→64 at 48² (32) and 96→208 at 12² (65) gain, 32→64 at 12² (21) and
+/// 32→32 at 48² (16) lose. F(4×4) transforms cost less per output (2.25 values a tile position
+/// against 4), so maps of 12² and up gain from 16 (Zen 4, forward + both gradients, ms, im2col
+/// → F(4×4), 3 pairs): 32→32 at 48² 65–66 → 32–50, seed-cnn's 32→64 at 12² 7.9–8.3 → 4.3–6.4;
+/// 16→32 at 24² (10.7) level (8.5–9.5 either way), 8→8 at 46² (4) and 1→16 at 48² lose. On
+/// maps under 8 wide the short rows cost more (at 6², im2col → F(2×2), on Zen 4): 64→64 (32)
+/// 4.6 → 5.9, 96→96 (48) 9.1 → 9.8, 128→128 (64) 15.2 → 13.3, DeXpression's 96→208 (65) 17.7
+/// → 14.8.
 fn pays_off(g: &Geometry) -> bool {
     let (c, k) = (g.in_channels, g.out_channels);
-    let needed = if g.out_size[1] < 8 { 64 } else { 32 };
+    let needed = if g.out_size[1] < 8 {
+        64
+    } else if tile_side(g) == f43::M {
+        16
+    } else {
+        32
+    };
     c * k >= needed * (c + k)
 }
 
@@ -1071,7 +1080,8 @@ mod tests {
         let vgg = |c, k, side| pays_off(&geometry(64, [c, k], [side, side], [1, 1]));
         assert!(vgg(64, 64, 48) && vgg(96, 208, 12) && vgg(512, 512, 6));
         assert!(vgg(96, 208, 6) && vgg(128, 128, 6));
-        assert!(!vgg(32, 64, 12) && !vgg(96, 96, 6) && !vgg(1, 64, 48));
+        assert!(vgg(32, 64, 12) && vgg(32, 32, 48) && !vgg(32, 64, 10));
+        assert!(!vgg(16, 32, 24) && !vgg(96, 96, 6) && !vgg(1, 64, 48));
         let tiles = |batch, side| enough_tiles(&geometry(batch, [64, 64], [side, side], [1, 1]));
         assert!(tiles(1, 48) && tiles(1, 24) && tiles(64, 6) && !tiles(3, 12) && !tiles(1, 12));
         let side = |side| tile_side(&geometry(64, [96, 208], [side, side], [1, 1]));

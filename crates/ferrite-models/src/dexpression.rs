@@ -1,13 +1,14 @@
 //! DeXpression (Burkert et al. 2015, arXiv 1509.05371, Fig. 2), adapted to 48×48 input.
 //!
 //! ```text
-//!  48² ─ conv 5×5/2, 64 ─ max-pool 3×3/2 ─ BN ─┬─ FeatEx ─┬─ FeatEx ─ dropout ─ dense K ─ softmax
-//!                                              (24² → 12²) (12² → 6²)  (6² → 3²)
+//!  48² ─ conv 5×5/2, 64 ─ max-pool 3×3/2 ─ BN ─ FeatEx ─ FeatEx ─ dropout ─ dense K ─ softmax
+//!        24²              12²                   6²       3²
 //! FeatEx:  ┌─ conv 1×1, 96 ─ conv 3×3, 208 ─┐
 //!       x ─┤                                ├─ concat (272) ─ max-pool 3×3/2
 //!          └─ max-pool 3×3/1 ─ conv 1×1, 64 ┘
 //! ```
-//! The paper's local response normalisation is replaced by batch norm, as in the recipe.
+//! Under each layer its output side. The paper's local response normalisation is replaced by
+//! batch norm, as in the recipe.
 
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::pool::{MaxPool2d, MaxPool2dConfig};

@@ -1,12 +1,14 @@
-//! Winograd's minimal filtering F(2×2, 3×3) and F(4×4, 3×3) for dense 3×3 stride-1
-//! convolutions (Lavin & Gray, "Fast Algorithms for Convolutional Neural Networks", 2016). In
-//! F(2×2, 3×3) each 4×4 input tile and each 3×3 filter are transformed so that a 2×2 output
-//! tile costs 16 multiplies instead of 36: 2.25× fewer multiply-adds in the matrix products,
-//! which are most of a VGG or DeXpression step. F(4×4, 3×3) ([`f43`], on maps of 12² and up)
-//! costs 36 instead of 144 for a 4×4 tile; the driver here serves both.
+//! Winograd's minimal filtering F(2×2, 3×3), F(3×3, 3×3) and F(4×4, 3×3) for dense 3×3
+//! stride-1 convolutions (Lavin & Gray, "Fast Algorithms for Convolutional Neural Networks",
+//! 2016). In F(2×2, 3×3) each 4×4 input tile and each 3×3 filter are transformed so that a 2×2
+//! output tile costs 16 multiplies instead of 36: 2.25× fewer multiply-adds in the matrix
+//! products, which are most of a VGG or DeXpression step. F(4×4, 3×3) ([`f43`], on maps of 12²
+//! and up) costs 36 instead of 144 for a 4×4 tile, F(3×3, 3×3) ([`f33`], on 6² maps) 25
+//! instead of 81 for a 3×3 one; their plane transforms are [`transforms`], and the driver here
+//! serves all three.
 //!
-//! With `ξ` the 16 (or 36) transformed positions and the tiles of a group of images as the
-//! columns:
+//! With `ξ` the 16 (or 25, or 36) transformed positions and the tiles of a group of images as
+//! the columns:
 //!
 //! ```text
 //! forward       V = Bᵀ·x·B     M[ξ] = U[ξ]·V[ξ]          y = Aᵀ·M·A       (U = G·w·Gᵀ)
@@ -84,7 +86,8 @@ fn tiles_in_batch(g: &Geometry) -> usize {
     g.batch * g.out_size[0].div_ceil(2) * g.out_size[1].div_ceil(2)
 }
 
-/// The output tile side: F(4×4, 3×3) on maps of at least 12², F(2×2, 3×3) on smaller ones.
+/// The output tile side: F(4×4, 3×3) on maps of at least 12², F(3×3, 3×3) or F(2×2, 3×3) on
+/// smaller ones.
 /// Measured per layer on Zen 4 (`conv_layers 3 "" 64`, forward + both gradients, ms, 2 runs
 /// each), F(2×2) → F(4×4) with each channel's transforms over all the images of a round:
 /// VGG's 128→256 at 12² 65.6 → 40–43, 256→256 115–119 → 78–83, DeXpression's 96→208 45 → 24–27.
@@ -356,7 +359,7 @@ struct PlaneBuffers {
     /// Sixteen rows of `cols`.
     h: Vec<f32>,
     z: Vec<f32>,
-    /// All of F(4×4, 3×3)'s buffers (empty for F(2×2, 3×3)).
+    /// All the buffers of F(3×3, 3×3) or F(4×4, 3×3) (empty for F(2×2, 3×3)).
     larger: Vec<f32>,
 }
 
@@ -981,7 +984,7 @@ mod tests {
     }
 
     /// Winograd against the im2col kernels (themselves checked against Burn): the output
-    /// through a bias + ReLU epilogue, and both gradients; with 2×2 and with 4×4 tiles.
+    /// through a bias + ReLU epilogue, and both gradients; with 2×2, 3×3 and 4×4 tiles.
     fn assert_matches_im2col(g: &Geometry) {
         assert!(covers(g));
         for m in [2, f33::M, f43::M] {

@@ -1,5 +1,6 @@
-//! Milliseconds per convolution layer of seed-cnn (all seven), VGG and DeXpression at batch 64 (48×48 input; or BATCH), as a
-//! training step runs them: forward on the autodiff device, then both gradients. Compare the
+//! Milliseconds per convolution layer of seed-cnn (all seven), VGG, DeXpression and
+//! mini-Xception's stems at batch 64 (48×48 input; or BATCH), as a training step runs them:
+//! forward on the autodiff device, then both gradients. Compare the
 //! kernels with `FERRITE_KERNELS=im2col` (no Winograd) or `burn`.
 //!
 //!   conv_layers [REPS] [LAYER-SUBSTRING] [BATCH]

@@ -7,11 +7,11 @@
 //! is filled by all threads and is the same for the same seed whatever the thread count. The
 //! seed is one draw from Burn's RNG, so `Device::seed` still makes runs reproducible.
 
+use crate::ops::output;
 use burn::nn::Dropout;
 use burn::prelude::*;
 use burn::tensor::{Distribution, TensorData};
 use multiversion::multiversion;
-use rayon::prelude::*;
 
 /// `dropout(x)`, as `Dropout::forward`: the identity unless training on an autodiff device.
 pub fn forward<const D: usize>(dropout: &Dropout, x: Tensor<D>) -> Tensor<D> {
@@ -42,12 +42,9 @@ fn mask(len: usize, keep: f64, seed: u64) -> Vec<f32> {
     // Keep when the hash's top 24 bits, as a fraction, fall below `keep`.
     let threshold = (keep * (1u64 << 24) as f64) as u64;
     let scale = (1.0 / keep) as f32;
-    let mut values = vec![0.0f32; len];
-    values
-        .par_chunks_mut(CHUNK)
-        .enumerate()
-        .for_each(|(c, chunk)| fill_mask(chunk, (c * CHUNK) as u64, seed, threshold, scale));
-    values
+    output::par_chunks(len, CHUNK, 1, |c, chunk| {
+        fill_mask(chunk, (c * CHUNK) as u64, seed, threshold, scale)
+    })
 }
 
 /// Mask values for elements `first..first + chunk.len()`.

@@ -14,7 +14,7 @@ use burn::prelude::*;
 use multiversion::multiversion;
 use rayon::prelude::*;
 
-use super::{Route, contiguous, every_nth, f32s, flex_tensor, min_items, operand, route};
+use super::{Route, contiguous, every_nth, f32s, flex_tensor, min_items, operand, output, route};
 
 /// Shapes of one pooling.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -310,11 +310,11 @@ fn max_run(best: &mut [f32], src: &[f32]) {
 fn unpool_grad(dy: &[f32], taps: &[u8], w: &Window) -> Vec<f32> {
     let offsets = w.tap_offsets();
     let [out_w, in_w] = [w.out_size[1], w.in_size[1]];
-    let mut dx = vec![0.0; w.planes * w.in_plane()];
-    dx.par_chunks_mut(w.in_plane())
-        .with_min_len(min_items(w.in_plane()))
-        .enumerate()
-        .for_each(|(p, dx)| {
+    output::par_chunks(
+        w.planes * w.in_plane(),
+        w.in_plane(),
+        min_items(w.in_plane()),
+        |p, dx| {
             let range = p * w.out_plane()..(p + 1) * w.out_plane();
             let rows = dy[range.clone()]
                 .chunks_exact(out_w)
@@ -328,8 +328,8 @@ fn unpool_grad(dy: &[f32], taps: &[u8], w: &Window) -> Vec<f32> {
                     }
                 }
             }
-        });
-    dx
+        },
+    )
 }
 
 #[derive(Debug)]

@@ -5,7 +5,7 @@
 use multiversion::multiversion;
 use rayon::prelude::*;
 
-use crate::ops::{affine_in_place, lane_sum, lane_sum2, min_items};
+use crate::ops::{affine_in_place, lane_sum, lane_sum2, min_items, output};
 
 /// `[batch, channels, plane]` view of an NCHW tensor (`plane` = height × width).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -54,16 +54,10 @@ pub fn channel_stats(x: &[f32], l: &Layout) -> (Vec<f32>, Vec<f32>) {
 
 /// `y = x · scale[c] + shift[c]`, then `max(y, 0)` when `relu`.
 pub fn affine(x: &[f32], scale: &[f32], shift: &[f32], relu: bool, l: &Layout) -> Vec<f32> {
-    let mut y = vec![0.0; x.len()];
-    y.par_chunks_mut(l.plane)
-        .zip(x.par_chunks(l.plane))
-        .with_min_len(min_items(l.plane))
-        .enumerate()
-        .for_each(|(p, (out, inp))| {
-            out.copy_from_slice(inp);
-            affine_in_place(out, scale[p % l.channels], shift[p % l.channels], relu);
-        });
-    y
+    output::par_chunks(x.len(), l.plane, min_items(l.plane), |p, out| {
+        out.copy_from_slice(&x[p * l.plane..][..out.len()]);
+        affine_in_place(out, scale[p % l.channels], shift[p % l.channels], relu);
+    })
 }
 
 /// What the forward pass keeps for the backward one.
@@ -103,9 +97,7 @@ pub fn backward(x: &[f32], dy: &[f32], s: &Saved, l: &Layout) -> (Vec<f32>, Vec<
         .unzip();
 
     let count = l.per_channel() as f32;
-    let mut dx = vec![0.0; x.len()];
-    let planes = dx.par_chunks_mut(l.plane).with_min_len(min_items(l.plane));
-    planes.enumerate().for_each(|(p, out)| {
+    let dx = output::par_chunks(x.len(), l.plane, min_items(l.plane), |p, out| {
         let c = p % l.channels;
         let xp = &x[p * l.plane..(p + 1) * l.plane];
         let gp = &dy[p * l.plane..(p + 1) * l.plane];

@@ -21,7 +21,8 @@ use rayon::prelude::*;
 
 use crate::ops::scratch::with_scratch;
 use crate::ops::{
-    Precision, affine_in_place, deinterleave, every_nth, interleave, lane_sum, min_items, precision,
+    Precision, affine_in_place, deinterleave, every_nth, interleave, lane_sum, min_items, output,
+    precision,
 };
 
 /// Shapes, strides and padding of one 2-D convolution.
@@ -492,42 +493,44 @@ fn widen(maps: &[f32], g: &Geometry, ph: &Phases, wide: &mut [f32]) {
     }
 }
 
-/// Runs `work(image_index, output_chunk, scratch, parallelism)` for every image, in parallel
-/// when the batch is large enough; `scratch` is `scratch_len` values of the thread's
-/// [`with_scratch`] buffer (not cleared); `macs` is the work in all (see [`plan`]).
+/// A new output of `len` values made by `work(image_index, output_chunk, scratch,
+/// parallelism)` for every image's zeroed `chunk` of it, in parallel when the batch is large
+/// enough; `scratch` is `scratch_len` values of the thread's [`with_scratch`] buffer (not
+/// cleared); `macs` is the work in all (see [`plan`]).
 pub(super) fn per_image<F>(
-    output: &mut [f32],
+    len: usize,
     chunk: usize,
     scratch_len: usize,
     macs: usize,
     work: F,
-) where
-    F: Fn(usize, &mut [f32], &mut [f32], Parallelism) + Sync,
+) -> Vec<f32>
+where
+    F: Fn(usize, &mut [f32], &mut [f32], Parallelism) + Sync + Send,
 {
-    let (parallel, parallelism) = plan(output.len() / chunk.max(1), macs);
+    let (parallel, parallelism) = plan(len / chunk.max(1), macs);
     if parallel {
-        output
-            .par_chunks_mut(chunk)
-            .enumerate()
-            .for_each(|(n, out)| with_scratch(scratch_len, |s| work(n, out, s, parallelism)));
-    } else {
-        with_scratch(scratch_len, |scratch| {
-            for (n, out) in output.chunks_mut(chunk).enumerate() {
-                work(n, out, scratch, parallelism);
-            }
+        return output::par_chunks(len, chunk, 1, |n, out| {
+            with_scratch(scratch_len, |s| work(n, out, s, parallelism))
         });
     }
+    let mut output = vec![0.0; len];
+    with_scratch(scratch_len, |scratch| {
+        for (n, out) in output.chunks_mut(chunk).enumerate() {
+            work(n, out, scratch, parallelism);
+        }
+    });
+    output
 }
 
 /// `y = epilogue(conv(x, w))` for a dense (`groups == 1`) convolution.
 pub fn dense_forward(x: &[f32], w: &[f32], post: &Epilogue, g: &Geometry) -> Vec<f32> {
     let (k, l) = (g.patch_len(), g.out_plane());
     let image_len = g.in_channels * g.in_plane();
-    let mut y = vec![0.0; g.output_len()];
     let ph = Phases::new(g);
     let wide = if g.is_pointwise() { l } else { ph.wide_len(g) };
     let weights = Lhs::new(Mat::rows(w, g.out_channels, k), g.batch * wide);
     if splits_images(g, &ph) {
+        let mut y = vec![0.0; g.output_len()];
         for (n, out) in y.chunks_exact_mut(g.out_channels * l).enumerate() {
             let image = &x[n * image_len..(n + 1) * image_len];
             // Weights packed as bf16 (only chosen for products of 256 columns and more) are
@@ -542,8 +545,8 @@ pub fn dense_forward(x: &[f32], w: &[f32], post: &Epilogue, g: &Geometry) -> Vec
         return y;
     }
     if g.is_pointwise() {
-        per_image(
-            &mut y,
+        return per_image(
+            g.output_len(),
             g.out_channels * l,
             0,
             g.macs(),
@@ -553,11 +556,10 @@ pub fn dense_forward(x: &[f32], w: &[f32], post: &Epilogue, g: &Geometry) -> Vec
                 post.apply(out, l);
             },
         );
-        return y;
     }
     let scratch = [k * wide, ph.channel_len(), g.out_channels * wide];
     per_image(
-        &mut y,
+        g.output_len(),
         g.out_channels * l,
         scratch.iter().sum(),
         g.macs(),
@@ -568,8 +570,7 @@ pub fn dense_forward(x: &[f32], w: &[f32], post: &Epilogue, g: &Geometry) -> Vec
             narrow(wide_out, g, &ph, out);
             post.apply(out, l);
         },
-    );
-    y
+    )
 }
 
 /// Below this many multiply-adds an image's forward is not split over the threads.
@@ -770,14 +771,13 @@ impl Epilogue<'_> {
 pub fn dense_input_grad(w: &[f32], dy: &[f32], g: &Geometry) -> Vec<f32> {
     let (k, l) = (g.patch_len(), g.out_plane());
     let grad_len = g.out_channels * l;
-    let mut dx = vec![0.0; g.input_len()];
     let image_len = g.in_channels * g.in_plane();
     let ph = Phases::new(g);
     let wide = if g.is_pointwise() { l } else { ph.wide_len(g) };
     let wt = Lhs::new(Mat::rows(w, g.out_channels, k).t(), g.batch * wide);
     if g.is_pointwise() {
-        per_image(
-            &mut dx,
+        return per_image(
+            g.input_len(),
             image_len,
             0,
             g.macs(),
@@ -786,11 +786,10 @@ pub fn dense_input_grad(w: &[f32], dy: &[f32], g: &Geometry) -> Vec<f32> {
                 wt.times(dx_n, dy_n, false, parallelism);
             },
         );
-        return dx;
     }
     let scratch = [k * wide, ph.channel_len(), g.out_channels * wide];
     per_image(
-        &mut dx,
+        g.input_len(),
         image_len,
         scratch.iter().sum(),
         g.macs(),
@@ -801,8 +800,7 @@ pub fn dense_input_grad(w: &[f32], dy: &[f32], g: &Geometry) -> Vec<f32> {
             wt.times(dcols, wide_dy, false, parallelism);
             col2im(dcols, g, &ph, phases, dx_n);
         },
-    );
-    dx
+    )
 }
 
 /// `dL/dW` of a dense convolution: `Σₙ dYₙ · colsₙᵀ`, one partial sum per thread.

@@ -10,12 +10,11 @@ use burn::backend::autodiff::{Autodiff, NodeId};
 use burn::backend::flex::FlexTensor;
 use burn::backend::tensor::FloatTensor;
 use burn::prelude::*;
-use rayon::prelude::*;
 
 use super::forward_flex;
 use super::kernels::{self, Epilogue, Geometry};
 use super::{depthwise, winograd};
-use crate::ops::{contiguous, f32s, flex_tensor};
+use crate::ops::{contiguous, f32s, flex_tensor, output};
 
 type Tracked = Autodiff<Flex>;
 
@@ -149,14 +148,11 @@ fn track<const N: usize>(
 
 /// The gradient through a ReLU: `dy` where the output `y` is positive, else 0.
 fn relu_grad(dy: &[f32], y: &[f32]) -> Vec<f32> {
-    let mut masked = vec![0.0; dy.len()];
-    masked
-        .par_chunks_mut(1 << 14)
-        .zip(dy.par_chunks(1 << 14).zip(y.par_chunks(1 << 14)))
-        .for_each(|(out, (dy, y))| {
-            for ((o, &g), &v) in out.iter_mut().zip(dy).zip(y) {
-                *o = if v > 0.0 { g } else { 0.0 };
-            }
-        });
-    masked
+    const CHUNK: usize = 1 << 14;
+    output::par_chunks(dy.len(), CHUNK, 1, |i, out| {
+        let (dy, y) = (&dy[i * CHUNK..], &y[i * CHUNK..]);
+        for ((o, &g), &v) in out.iter_mut().zip(dy).zip(y) {
+            *o = if v > 0.0 { g } else { 0.0 };
+        }
+    })
 }

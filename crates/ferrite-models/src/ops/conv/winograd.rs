@@ -28,6 +28,7 @@ use rayon::prelude::*;
 use gemm::Parallelism;
 
 use super::kernels::{Epilogue, Geometry, Lhs, Mat, gemm_into, plan, sum_parts};
+use crate::ops::output;
 use crate::ops::scratch::with_scratch;
 
 mod f33;
@@ -784,7 +785,6 @@ fn forward_tiled(x: &[f32], w: &[f32], post: &Epilogue, g: &Geometry, tiles: Til
         .map(|at| Lhs::new(plane(&filters, at, k, c), tiles.in_batch(g.batch)))
         .collect();
     let image_out = k * g.out_plane();
-    let mut y = vec![0.0; g.output_len()];
     let chunk = tiles.images * image_out;
     let scratch = xi * (c + k) * tiles.columns();
     let work = |group, out: &mut [f32], scratch: &mut [f32]| {
@@ -824,26 +824,19 @@ fn forward_tiled(x: &[f32], w: &[f32], post: &Epilogue, g: &Geometry, tiles: Til
         }
     };
     match spreading {
-        Spreading::Groups => y
-            .par_chunks_mut(chunk)
-            .enumerate()
-            .for_each(|(n, out)| with_scratch(scratch, |s| work(n, out, s))),
-        Spreading::Stages => with_scratch(scratch, |s| {
-            for (n, out) in y.chunks_mut(chunk).enumerate() {
-                work(n, out, s);
-            }
+        Spreading::Groups => output::par_chunks(g.output_len(), chunk, 1, |n, out| {
+            with_scratch(scratch, |s| work(n, out, s))
         }),
+        Spreading::Stages => {
+            let mut y = vec![0.0; g.output_len()];
+            with_scratch(scratch, |s| {
+                for (n, out) in y.chunks_mut(chunk).enumerate() {
+                    work(n, out, s);
+                }
+            });
+            y
+        }
     }
-    y
-}
-
-/// What one thread keeps between bands in [`gradients`].
-struct GradScratch {
-    yhat: Vec<f32>,
-    /// `dV` for the input gradient, then `V` for the weight gradient.
-    v: Vec<f32>,
-    /// This thread's partial `dU` (empty when the weight gradient is not wanted).
-    du: Vec<f32>,
 }
 
 /// `dL/dx` (when `want_input`) and `dL/dw` (when `want_weight`) in one pass over the bands,
@@ -876,23 +869,27 @@ fn gradients_tiled(
     });
     let image_in = c * g.in_plane();
     let mut dx = vec![0.0; if want_input { g.input_len() } else { 0 }];
-    let scratch = || GradScratch {
-        yhat: vec![0.0; xi * k * tiles.columns()],
-        v: vec![0.0; xi * c * tiles.columns()],
-        du: vec![0.0; if want_weight { xi * k * c } else { 0 }],
-    };
+    // Each thread's partial dU (empty when the weight gradient is not wanted).
+    let partial_du = || vec![0.0; if want_weight { xi * k * c } else { 0 }];
     let spreading = Spreading::of(&tiles);
-    let group = |group: usize, dx: &mut [f32], s: &mut GradScratch| {
+    // Per band: the transformed output gradient Ŷ, and dV for the input gradient then V for
+    // the weight gradient, both overwritten before they are read.
+    let scratch = [xi * k * tiles.columns(), xi * c * tiles.columns()];
+    let gradient_bands = |group: usize,
+                          dx: &mut [f32],
+                          du: &mut [f32],
+                          yhat: &mut [f32],
+                          v: &mut [f32]| {
         for band in tiles.bands(group, g.batch) {
             let p = band.columns(&tiles);
             let band_of = (&tiles, &band, spreading);
-            transform_output_grads(dy, g, band_of, &mut s.yhat);
-            let yhat = &s.yhat;
+            transform_output_grads(dy, g, band_of, yhat);
+            let yhat = &*yhat;
             if let Some(ut) = &ut {
-                for_each_position(&mut s.v, (xi, c * p), spreading, |at, dv| {
+                for_each_position(v, (xi, c * p), spreading, |at, dv| {
                     ut[at].times(dv, position(yhat, (at, xi), k, p), false, Parallelism::None);
                 });
-                let dv = &s.v;
+                let dv = &*v;
                 let per_image = band.per_image(&tiles);
                 maps_by_channel(dx, c, g.in_plane())
                     .into_par_iter()
@@ -916,15 +913,21 @@ fn gradients_tiled(
                     );
             }
             if want_weight {
-                transform_inputs(x, g, band_of, &mut s.v);
-                let v = &s.v;
-                for_each_position(&mut s.du, (xi, k * c), spreading, |at, du| {
+                transform_inputs(x, g, band_of, v);
+                let v = &*v;
+                for_each_position(du, (xi, k * c), spreading, |at, du| {
                     let vt = position(v, (at, xi), c, p).t();
                     let yhat = Lhs::new(position(yhat, (at, xi), k, p), c);
                     yhat.times(du, vt, true, Parallelism::None);
                 });
             }
         }
+    };
+    let group = |group: usize, dx: &mut [f32], du: &mut [f32]| {
+        with_scratch(scratch[0] + scratch[1], |buf| {
+            let (yhat, v) = buf.split_at_mut(scratch[0]);
+            gradient_bands(group, dx, du, yhat, v);
+        })
     };
     // Each group's slice of dx (empty slices when it is not wanted).
     let chunk = tiles.images * image_in;
@@ -942,19 +945,18 @@ fn gradients_tiled(
                 .into_par_iter()
                 .with_min_len(per_thread)
                 .enumerate()
-                .fold(scratch, |mut s, (n, dx)| {
-                    group(n, dx, &mut s);
-                    s
+                .fold(partial_du, |mut du, (n, dx)| {
+                    group(n, dx, &mut du);
+                    du
                 })
-                .map(|s| s.du)
                 .collect()
         }
         Spreading::Stages => {
-            let mut s = scratch();
+            let mut du = partial_du();
             for (n, dx) in chunks.into_iter().enumerate() {
-                group(n, dx, &mut s);
+                group(n, dx, &mut du);
             }
-            vec![s.du]
+            vec![du]
         }
     };
     let dw = want_weight.then(|| filter_grad(&sum_parts(partial_du), g, &tiles));

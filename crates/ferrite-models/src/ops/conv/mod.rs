@@ -1,8 +1,8 @@
 //! Convolution: Winograd F(4×4, 3×3) or F(2×2, 3×3) for dense 3×3 stride-1 convolutions
 //! ([`winograd`]),
-//! im2col + one matrix product per image for the other dense ones ([`kernels`]), whole-plane
-//! passes per kernel tap for depthwise ones ([`depthwise`]), one autodiff op for training
-//! ([`tracked`]).
+//! direct 3×3 kernels for those to few output channels ([`direct`]), im2col + one matrix
+//! product per image for the other dense ones ([`kernels`]), whole-plane passes per kernel tap
+//! for depthwise ones ([`depthwise`]), one autodiff op for training ([`tracked`]).
 //!
 //! Covered: `f32`, `groups == 1` (any kernel, stride, padding, dilation) and depthwise
 //! (`groups == in == out channels`); everything else runs Burn's `conv2d`.
@@ -10,6 +10,7 @@
 #[cfg(target_arch = "x86_64")]
 mod bf16;
 mod depthwise;
+mod direct;
 mod kernels;
 mod tracked;
 mod winograd;
@@ -185,6 +186,8 @@ fn forward_flex(x: &FlexTensor, w: &FlexTensor, post: &Epilogue, g: &Geometry) -
         depthwise::forward(x, w, post, g)
     } else if winograd::applies(g) {
         winograd::forward(x, w, post, g)
+    } else if direct::applies(g) {
+        direct::forward(x, w, post, g)
     } else {
         kernels::dense_forward(x, w, post, g)
     };

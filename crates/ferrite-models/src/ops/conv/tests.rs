@@ -297,3 +297,27 @@ fn conv_relu_matches_burn_at_inference_and_in_training() {
         }
     }
 }
+
+#[test]
+fn direct_kernels_for_few_output_channels() {
+    // At least 8 inputs to at most 8 outputs, a batch of more images than threads: the
+    // direct kernels, with valid, same and wider padding, a partial block of outputs, odd
+    // sizes, bias.
+    let batch = rayon::current_num_threads() + 1;
+    let device = Device::flex();
+    for case in [
+        Case::new([batch, 8, 11, 9], 8, 3, 1, 0),
+        Case::new([batch, 9, 6, 7], 7, 3, 1, 1).with_bias(),
+        Case::new([batch, 16, 5, 19], 3, 3, 1, 2),
+    ] {
+        let x = Tensor::<4>::zeros(case.input, &device);
+        let w = Tensor::<4>::zeros(case.weight_shape(), &device);
+        let g = super::geometry(&x, &w, &case.options).expect("a dense convolution");
+        assert!(
+            super::direct::applies(&g),
+            "direct kernels for {:?}",
+            case.input
+        );
+        assert_matches_burn(&case);
+    }
+}

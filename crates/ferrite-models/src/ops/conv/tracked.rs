@@ -13,7 +13,7 @@ use burn::prelude::*;
 
 use super::forward_flex;
 use super::kernels::{self, Epilogue, Geometry};
-use super::{depthwise, winograd};
+use super::{depthwise, direct, winograd};
 use crate::ops::{contiguous, f32s, flex_tensor, output};
 
 type Tracked = Autodiff<Flex>;
@@ -58,6 +58,8 @@ impl<const N: usize> Backward<Flex, N> for ConvBackward {
             if let Some(node) = x_node {
                 let dx = if g.is_depthwise() {
                     depthwise::input_grad(w, dy, &g)
+                } else if direct::applies(&g) {
+                    direct::input_grad(w, dy, &g)
                 } else {
                     kernels::dense_input_grad(w, dy, &g)
                 };
@@ -66,6 +68,8 @@ impl<const N: usize> Backward<Flex, N> for ConvBackward {
             if let Some(node) = w_node {
                 let (dw, per_group) = if g.is_depthwise() {
                     (depthwise::weight_grad(x, dy, &g), 1)
+                } else if direct::applies(&g) {
+                    (direct::weight_grad(x, dy, &g), g.in_channels)
                 } else {
                     (kernels::dense_weight_grad(x, dy, &g), g.in_channels)
                 };

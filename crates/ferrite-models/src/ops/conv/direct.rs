@@ -1,0 +1,424 @@
+//! Direct 3×3, stride-1 convolutions to few output channels (mini-Xception's 8→8 stem, the
+//! 7-class heads of seed-cnn and mini-Xception), at batch ≥ the thread count.
+//!
+//! Why: with few output channels im2col's column matrix costs as much as the work it feeds
+//! (72 values copied per 8 multiply-adds for 8→8), and mini-Xception's 8→8 stem ran at 25 G
+//! multiply-adds/s (`conv_layers`, batch 64), about a sixth of the machine's peak. Here each
+//! image's planes are zero-padded once into the [`Wide`] layout, where every kernel tap of 16
+//! neighbouring outputs is one 16-wide load at a fixed offset, and 8 output channels' sums stay
+//! in registers across all input channels and taps. The input gradient is the same correlation
+//! of the padded output gradient with the filters turned by 180° and transposed; the weight
+//! gradient keeps, per input channel and tap, 8 output channels' sums in registers.
+
+use multiversion::multiversion;
+use rayon::prelude::*;
+
+use super::kernels::{Epilogue, Geometry, sum_parts};
+use crate::ops::output;
+use crate::ops::scratch::with_scratch;
+
+/// Outputs per step: one AVX-512 register of `f32`.
+const LANES: usize = 16;
+
+/// Output channels summed at once (their accumulators stay in registers).
+const BLOCK: usize = 8;
+
+/// Taps of a 3×3 filter.
+const TAPS: usize = 9;
+
+/// Whether `g` runs on these kernels: one block of output channels from at least a block of
+/// inputs. Measured against im2col (Zen 4, batch 64, forward + both gradients, ms,
+/// `conv_layers`): mini-Xception's 8→8 at 46² 7.6–8.0 → 4.9–5.5, seed-cnn's 64→7 at 6²
+/// 1.7 → 1.4; but 16→32 at 24² 8.7–9.5 → 10.1, and from one input channel (1→16 at 48², 1→8
+/// at 48²) level or slower, im2col's columns being cheap there.
+pub(super) fn applies(g: &Geometry) -> bool {
+    g.groups == 1
+        && g.kernel == [3, 3]
+        && g.stride == [1, 1]
+        && g.dilation == [1, 1]
+        && g.out_channels <= BLOCK
+        && g.in_channels >= BLOCK
+        && g.batch >= rayon::current_num_threads()
+        && fused_multiply_add()
+        && !crate::ops::im2col_forced()
+        && Wide::forward(g).is_some()
+        && Wide::input_grad(g).is_some()
+}
+
+/// The kernels sum with `mul_add`, one instruction where the CPU has FMA and a slow library
+/// call where it has not.
+fn fused_multiply_add() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    return std::is_x86_feature_detected!("fma");
+    #[cfg(not(target_arch = "x86_64"))]
+    return cfg!(target_feature = "fma") || cfg!(target_arch = "aarch64");
+}
+
+/// A stride-1 correlation with 3×3 filters laid out `width = out_w + 2` wide: each source
+/// plane zero-padded to `out_h + 2` rows of `width` (placed `pad` rows and columns in), and
+/// each output `(oy, ox)` at `oy·width + ox`. Tap `(ky, kx)` of every output then reads its
+/// source plane at the same offset `ky·width + kx` from it; the two values past each output
+/// row's end are computed and dropped.
+#[derive(Debug, Clone, Copy)]
+struct Wide {
+    source: [usize; 2],
+    pad: [usize; 2],
+    out: [usize; 2],
+    width: usize,
+}
+
+impl Wide {
+    fn new(source: [usize; 2], pad: [usize; 2], out: [usize; 2]) -> Option<Self> {
+        let fits = (0..2).all(|a| out[a] > 0 && source[a] + pad[a] <= out[a] + 2);
+        fits.then_some(Self {
+            source,
+            pad,
+            out,
+            width: out[1] + 2,
+        })
+    }
+
+    /// The forward's layout, also the weight gradient's.
+    fn forward(g: &Geometry) -> Option<Self> {
+        Self::new(g.in_size, g.pad, g.out_size)
+    }
+
+    /// The input gradient's: the output gradient padded by `2 − pad`.
+    fn input_grad(g: &Geometry) -> Option<Self> {
+        let pad = [2usize.checked_sub(g.pad[0])?, 2usize.checked_sub(g.pad[1])?];
+        Self::new(g.out_size, pad, g.in_size)
+    }
+
+    /// Values of one wide output plane: every row's outputs, rounded up to whole steps.
+    fn wide_len(&self) -> usize {
+        ((self.out[0] - 1) * self.width + self.out[1]).next_multiple_of(LANES)
+    }
+
+    /// Values of one padded source plane, with room for the last step's farthest tap.
+    fn padded_len(&self) -> usize {
+        self.wide_len() + 2 * self.width + 2
+    }
+
+    /// Each tap's offset from its output.
+    fn offsets(&self) -> [usize; TAPS] {
+        std::array::from_fn(|t| (t / 3) * self.width + t % 3)
+    }
+
+    /// Source planes (`source` values each), zero-padded, one after another.
+    fn pad_planes(&self, planes: &[f32], padded: &mut [f32]) {
+        let plane = self.source[0] * self.source[1];
+        for (src, dst) in planes
+            .chunks_exact(plane)
+            .zip(padded.chunks_exact_mut(self.padded_len()))
+        {
+            dst.fill(0.0);
+            for (y, row) in src.chunks_exact(self.source[1]).enumerate() {
+                let start = (y + self.pad[0]) * self.width + self.pad[1];
+                dst[start..start + row.len()].copy_from_slice(row);
+            }
+        }
+    }
+
+    /// Output maps in the wide layout, zeros past each row's end.
+    fn widen_maps(&self, maps: &[f32], wide: &mut [f32]) {
+        let plane = self.out[0] * self.out[1];
+        for (map, dst) in maps
+            .chunks_exact(plane)
+            .zip(wide.chunks_exact_mut(self.wide_len()))
+        {
+            dst.fill(0.0);
+            for (oy, row) in map.chunks_exact(self.out[1]).enumerate() {
+                dst[oy * self.width..][..row.len()].copy_from_slice(row);
+            }
+        }
+    }
+
+    /// One output map's values from its wide plane.
+    fn narrow(&self, wide: &[f32], map: &mut [f32]) {
+        for (oy, row) in map.chunks_exact_mut(self.out[1]).enumerate() {
+            row.copy_from_slice(&wide[oy * self.width..][..row.len()]);
+        }
+    }
+}
+
+/// Filters `[out][in][3][3]` regrouped for [`correlate_block`]: per block of 8 output
+/// channels, per (input channel, tap), the 8 weights side by side (zeros past the last
+/// channel). `turned` gives the input gradient's filters instead: `in` and `out` swapped and
+/// each filter turned by 180°.
+fn blocked_filters(w: &[f32], outs: usize, ins: usize, turned: bool) -> Vec<f32> {
+    let blocks = outs.div_ceil(BLOCK);
+    let mut packed = vec![0.0; blocks * ins * TAPS * BLOCK];
+    for o in 0..outs {
+        for i in 0..ins {
+            for t in 0..TAPS {
+                let value = if turned {
+                    w[(i * outs + o) * TAPS + TAPS - 1 - t]
+                } else {
+                    w[(o * ins + i) * TAPS + t]
+                };
+                packed[((o / BLOCK * ins + i) * TAPS + t) * BLOCK + o % BLOCK] = value;
+            }
+        }
+    }
+    packed
+}
+
+/// `out[b][p] = Σ_(i, t) filters[i][t][b] · padded[i][p + offsets[t]]` for one block of 8
+/// output channels: `padded` holds the source planes (`plane` values apart), `out` 8 wide
+/// planes of `wide` values.
+#[multiversion(targets = "simd")]
+fn correlate_block(
+    padded: &[f32],
+    plane: usize,
+    offsets: [usize; TAPS],
+    filters: &[f32],
+    out: &mut [f32],
+    wide: usize,
+) {
+    for step in 0..wide / LANES {
+        let p = step * LANES;
+        let mut acc = [[0.0f32; LANES]; BLOCK];
+        for (source, taps) in padded
+            .chunks_exact(plane)
+            .zip(filters.chunks_exact(TAPS * BLOCK))
+        {
+            for (&offset, weights) in offsets.iter().zip(taps.chunks_exact(BLOCK)) {
+                let weights = weights.first_chunk().expect("blocks of 8 weights");
+                multiply_add_block(&mut acc, lanes(&source[p + offset..]), weights);
+            }
+        }
+        for (b, acc) in acc.iter().enumerate() {
+            out[b * wide + p..][..LANES].copy_from_slice(acc);
+        }
+    }
+}
+
+/// The first 16 values of `values`, as an array, so that loops over them compile to
+/// whole-register operations.
+#[inline(always)]
+fn lanes(values: &[f32]) -> &[f32; LANES] {
+    values
+        .first_chunk()
+        .expect("the padded planes cover every tap of every step")
+}
+
+/// `acc[b] += src · w[b]` for the block's 8 channels, written out: as a loop over `b`, LLVM
+/// vectorised across the channels (8 wide, with gathers) instead of along the lanes.
+#[inline(always)]
+fn multiply_add_block(acc: &mut [[f32; LANES]; BLOCK], src: &[f32; LANES], w: &[f32; BLOCK]) {
+    let [a0, a1, a2, a3, a4, a5, a6, a7] = acc;
+    multiply_add(a0, src, w[0]);
+    multiply_add(a1, src, w[1]);
+    multiply_add(a2, src, w[2]);
+    multiply_add(a3, src, w[3]);
+    multiply_add(a4, src, w[4]);
+    multiply_add(a5, src, w[5]);
+    multiply_add(a6, src, w[6]);
+    multiply_add(a7, src, w[7]);
+}
+
+/// `acc += src · w`, lane by lane.
+#[inline(always)]
+fn multiply_add(acc: &mut [f32; LANES], src: &[f32; LANES], w: f32) {
+    for l in 0..LANES {
+        acc[l] = src[l].mul_add(w, acc[l]);
+    }
+}
+
+/// `acc += a · b`, lane by lane.
+#[inline(always)]
+fn multiply_add_lanes(acc: &mut [f32; LANES], a: &[f32; LANES], b: &[f32; LANES]) {
+    for l in 0..LANES {
+        acc[l] = a[l].mul_add(b[l], acc[l]);
+    }
+}
+
+/// All output maps of one image: `sources` padded planes correlated with the blocked
+/// `filters`, each block's wide planes narrowed into `maps` (`outs` of them), then `post`.
+fn correlate_image(
+    layout: &Wide,
+    padded: &[f32],
+    filters: &[f32],
+    outs: usize,
+    wide_out: &mut [f32],
+    maps: &mut [f32],
+    post: &Epilogue,
+) {
+    let (wide, plane) = (layout.wide_len(), layout.out[0] * layout.out[1]);
+    let per_block = filters.len() / outs.div_ceil(BLOCK);
+    for (block, filters) in filters.chunks_exact(per_block).enumerate() {
+        correlate_block(
+            padded,
+            layout.padded_len(),
+            layout.offsets(),
+            filters,
+            wide_out,
+            wide,
+        );
+        for b in 0..BLOCK.min(outs - block * BLOCK) {
+            let c = block * BLOCK + b;
+            let map = &mut maps[c * plane..(c + 1) * plane];
+            layout.narrow(&wide_out[b * wide..(b + 1) * wide], map);
+            post.apply_map(map, c);
+        }
+    }
+}
+
+/// `y = epilogue(conv(x, w))`.
+pub(super) fn forward(x: &[f32], w: &[f32], post: &Epilogue, g: &Geometry) -> Vec<f32> {
+    let layout = Wide::forward(g).expect("checked by applies");
+    let filters = blocked_filters(w, g.out_channels, g.in_channels, false);
+    correlate_images(
+        &layout,
+        x,
+        g.in_channels,
+        &filters,
+        g.out_channels,
+        g.output_len(),
+        post,
+    )
+}
+
+/// `dL/dx`: the output gradient correlated with the filters turned by 180°, `in` and `out`
+/// swapped.
+pub(super) fn input_grad(w: &[f32], dy: &[f32], g: &Geometry) -> Vec<f32> {
+    let layout = Wide::input_grad(g).expect("checked by applies");
+    let filters = blocked_filters(w, g.in_channels, g.out_channels, true);
+    let none = Epilogue::default();
+    correlate_images(
+        &layout,
+        dy,
+        g.out_channels,
+        &filters,
+        g.in_channels,
+        g.input_len(),
+        &none,
+    )
+}
+
+/// Every image's `outs` maps from its `ins` source planes, images in parallel.
+fn correlate_images(
+    layout: &Wide,
+    sources: &[f32],
+    ins: usize,
+    filters: &[f32],
+    outs: usize,
+    len: usize,
+    post: &Epilogue,
+) -> Vec<f32> {
+    let image_in = ins * layout.source[0] * layout.source[1];
+    let image_out = outs * layout.out[0] * layout.out[1];
+    let padded_len = ins * layout.padded_len();
+    let wide_len = BLOCK * layout.wide_len();
+    output::par_chunks(len, image_out, 1, |n, maps| {
+        with_scratch(padded_len + wide_len, |buf| {
+            let (padded, wide_out) = buf.split_at_mut(padded_len);
+            layout.pad_planes(&sources[n * image_in..(n + 1) * image_in], padded);
+            correlate_image(layout, padded, filters, outs, wide_out, maps, post);
+        })
+    })
+}
+
+/// `dL/dW`: per image, each (output channel, input channel, tap) dot product of the output
+/// gradient with the input it saw; one partial sum per thread.
+pub(super) fn weight_grad(x: &[f32], dy: &[f32], g: &Geometry) -> Vec<f32> {
+    let layout = Wide::forward(g).expect("checked by applies");
+    let (ins, outs) = (g.in_channels, g.out_channels);
+    let blocks = outs.div_ceil(BLOCK);
+    let (image_in, image_out) = (ins * g.in_plane(), outs * g.out_plane());
+    let padded_len = ins * layout.padded_len();
+    // The output gradient's wide planes, with zero planes up to a whole block.
+    let grads_len = blocks * BLOCK * layout.wide_len();
+    let per_thread = (g.batch / rayon::current_num_threads()).max(1);
+    let parts: Vec<Vec<f32>> = (0..g.batch)
+        .into_par_iter()
+        .with_min_len(per_thread)
+        .fold(
+            || vec![0.0; blocks * ins * TAPS * BLOCK],
+            |mut dw, n| {
+                with_scratch(padded_len + grads_len, |buf| {
+                    let (padded, grads) = buf.split_at_mut(padded_len);
+                    layout.pad_planes(&x[n * image_in..(n + 1) * image_in], padded);
+                    grads.fill(0.0);
+                    layout.widen_maps(&dy[n * image_out..(n + 1) * image_out], grads);
+                    let per_block = BLOCK * layout.wide_len();
+                    for (block, grads) in grads.chunks_exact(per_block).enumerate() {
+                        let dw = &mut dw[block * ins * TAPS * BLOCK..][..ins * TAPS * BLOCK];
+                        tap_sums(padded, &layout, grads, dw);
+                    }
+                });
+                dw
+            },
+        )
+        .collect();
+    unblock_filters(&sum_parts(parts), outs, ins)
+}
+
+/// Steps of [`tap_sums`] per strip: the block's 8 gradient strips (16 KiB) stay in L1 while
+/// every input channel and tap passes over them.
+const STRIP: usize = 32;
+
+/// `dw[i][t][b] += Σ_p grads[b][p] · padded[i][p + offsets[t]]` for one block of 8 output
+/// channels: strip by strip, per input channel and tap, the block's 8 sums in registers, each
+/// step one load of the source and 8 of the gradients. (Summing a kernel row's 3 taps at once
+/// instead spilled registers and built the shifted windows from permutes, at a third of the
+/// speed.)
+#[multiversion(targets = "simd")]
+fn tap_sums(padded: &[f32], layout: &Wide, grads: &[f32], dw: &mut [f32]) {
+    let steps = layout.wide_len() / LANES;
+    for first in (0..steps).step_by(STRIP) {
+        let strip = first..(first + STRIP).min(steps);
+        strip_sums(padded, layout, grads, dw, strip);
+    }
+}
+
+/// [`tap_sums`] over the steps `strip`.
+#[inline(always)]
+fn strip_sums(
+    padded: &[f32],
+    layout: &Wide,
+    grads: &[f32],
+    dw: &mut [f32],
+    strip: std::ops::Range<usize>,
+) {
+    let wide = layout.wide_len();
+    for (source, dw) in padded
+        .chunks_exact(layout.padded_len())
+        .zip(dw.chunks_exact_mut(TAPS * BLOCK))
+    {
+        for (&offset, dw) in layout.offsets().iter().zip(dw.chunks_exact_mut(BLOCK)) {
+            let mut acc = [[0.0f32; LANES]; BLOCK];
+            for step in strip.clone() {
+                let p = step * LANES;
+                let src = lanes(&source[p + offset..]);
+                let grad = |b: usize| lanes(&grads[b * wide + p..]);
+                let [a0, a1, a2, a3, a4, a5, a6, a7] = &mut acc;
+                multiply_add_lanes(a0, grad(0), src);
+                multiply_add_lanes(a1, grad(1), src);
+                multiply_add_lanes(a2, grad(2), src);
+                multiply_add_lanes(a3, grad(3), src);
+                multiply_add_lanes(a4, grad(4), src);
+                multiply_add_lanes(a5, grad(5), src);
+                multiply_add_lanes(a6, grad(6), src);
+                multiply_add_lanes(a7, grad(7), src);
+            }
+            for (d, acc) in dw.iter_mut().zip(&acc) {
+                *d += acc.iter().sum::<f32>();
+            }
+        }
+    }
+}
+
+/// The inverse of [`blocked_filters`] (not turned): `[out][in][3][3]`.
+fn unblock_filters(packed: &[f32], outs: usize, ins: usize) -> Vec<f32> {
+    let mut w = vec![0.0; outs * ins * TAPS];
+    for o in 0..outs {
+        for i in 0..ins {
+            for t in 0..TAPS {
+                w[(o * ins + i) * TAPS + t] =
+                    packed[((o / BLOCK * ins + i) * TAPS + t) * BLOCK + o % BLOCK];
+            }
+        }
+    }
+    w
+}

@@ -5,7 +5,7 @@
 use multiversion::multiversion;
 use rayon::prelude::*;
 
-use crate::ops::{affine_in_place, lane_sum, lane_sum2, min_items, output};
+use crate::ops::{affine_into, lane_sum, lane_sum2, min_items, output};
 
 /// `[batch, channels, plane]` view of an NCHW tensor (`plane` = height × width).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -55,8 +55,8 @@ pub fn channel_stats(x: &[f32], l: &Layout) -> (Vec<f32>, Vec<f32>) {
 /// `y = x · scale[c] + shift[c]`, then `max(y, 0)` when `relu`.
 pub fn affine(x: &[f32], scale: &[f32], shift: &[f32], relu: bool, l: &Layout) -> Vec<f32> {
     output::par_chunks(x.len(), l.plane, min_items(l.plane), |p, out| {
-        out.copy_from_slice(&x[p * l.plane..][..out.len()]);
-        affine_in_place(out, scale[p % l.channels], shift[p % l.channels], relu);
+        let c = p % l.channels;
+        affine_into(out, &x[p * l.plane..], scale[c], shift[c], relu);
     })
 }
 

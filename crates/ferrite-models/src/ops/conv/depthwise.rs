@@ -1,129 +1,77 @@
 //! Depthwise convolutions (one filter per channel, `groups == in == out channels`), planes
 //! in parallel.
 //!
-//! Stride 1 without dilation, what mini-Xception's separable convolutions use, runs on the
-//! [`Wide`] layout: each kernel tap is one long vectorised pass over the whole plane. Other
-//! strides and dilations go one output row and tap at a time.
+//! 3×3 filters at stride 1 without dilation, what mini-Xception's separable convolutions use,
+//! run on the [`Wide`] layout ([`super::wide`]): all nine taps of 16 outputs summed in registers, one pass over
+//! the plane. Other filters, strides and dilations go one output row and tap at a time.
 
 use multiversion::multiversion;
 use rayon::prelude::*;
 
 use super::kernels::{Epilogue, Geometry};
+use super::wide::{LANES, TAPS, Wide, lanes};
 use crate::ops::{lane_sum2, min_items, output};
 
-/// A stride-1, undilated depthwise plane laid out `width = out_w + kw − 1` wide: the input
-/// zero-padded to `height = out_h + kh − 1` rows, and each output `(oy, ox)` at
-/// `oy·width + ox`. Tap `(ky, kx)` of every output then reads the padded input at the same
-/// offset `ky·width + kx` from it, so a tap is one pass over a contiguous run of outputs; the
-/// `kw − 1` values past each row's end are computed and ignored.
-struct Wide {
-    width: usize,
-    height: usize,
-    run: usize,
+/// `wide[i] = Σₜ w[t] · padded[i + offsets[t]]`, 16 outputs at a time.
+#[multiversion(targets = "simd")]
+fn correlate(padded: &[f32], offsets: [usize; TAPS], w: [f32; TAPS], wide: &mut [f32]) {
+    for (i, out) in wide.chunks_exact_mut(LANES).enumerate() {
+        let mut acc = [0.0f32; LANES];
+        for (&offset, &weight) in offsets.iter().zip(&w) {
+            let src = lanes(&padded[i * LANES + offset..]);
+            for l in 0..LANES {
+                acc[l] += weight * src[l];
+            }
+        }
+        out.copy_from_slice(&acc);
+    }
 }
 
-impl Wide {
-    fn of(g: &Geometry) -> Option<Self> {
-        (g.stride == [1, 1] && g.dilation == [1, 1]).then(|| {
-            let [out_h, out_w] = g.out_size;
-            let width = out_w + g.kernel[1] - 1;
-            Self {
-                width,
-                height: out_h + g.kernel[0] - 1,
-                run: (out_h - 1) * width + out_w,
-            }
-        })
-    }
-
-    fn len(&self) -> usize {
-        self.height * self.width
-    }
-
-    /// Each tap's offset from its output.
-    fn offsets(&self, g: &Geometry) -> impl Iterator<Item = usize> + '_ {
-        let kw = g.kernel[1];
-        (0..g.kernel[0] * kw).map(move |t| (t / kw) * self.width + t % kw)
-    }
-
-    /// The input plane, zero-padded.
-    fn pad(&self, plane: &[f32], g: &Geometry, padded: &mut [f32]) {
-        padded.fill(0.0);
-        for (y, row) in plane.chunks_exact(g.in_size[1]).enumerate() {
-            let start = (y + g.pad[0]) * self.width + g.pad[1];
-            padded[start..start + row.len()].copy_from_slice(row);
-        }
-    }
-
-    /// The inverse of [`Wide::pad`]: the input plane's part of a padded one.
-    fn crop(&self, padded: &[f32], g: &Geometry, plane: &mut [f32]) {
-        for (y, row) in plane.chunks_exact_mut(g.in_size[1]).enumerate() {
-            let start = (y + g.pad[0]) * self.width + g.pad[1];
-            row.copy_from_slice(&padded[start..start + row.len()]);
-        }
-    }
-
-    /// An output map in the wide layout, zeros past each row's end.
-    fn widen(&self, map: &[f32], g: &Geometry, wide: &mut [f32]) {
-        wide.fill(0.0);
-        for (oy, row) in map.chunks_exact(g.out_size[1]).enumerate() {
-            wide[oy * self.width..][..row.len()].copy_from_slice(row);
-        }
-    }
-
-    /// The inverse of [`Wide::widen`].
-    fn narrow(&self, wide: &[f32], g: &Geometry, map: &mut [f32]) {
-        for (oy, row) in map.chunks_exact_mut(g.out_size[1]).enumerate() {
-            row.copy_from_slice(&wide[oy * self.width..][..row.len()]);
-        }
-    }
+/// Channel `c`'s 3×3 filter, as is or turned by 180° (for the input gradient).
+fn filter(w: &[f32], c: usize, turned: bool) -> [f32; TAPS] {
+    let f = &w[c * TAPS..(c + 1) * TAPS];
+    std::array::from_fn(|t| if turned { f[TAPS - 1 - t] } else { f[t] })
 }
 
 /// `y = epilogue(conv(x, w))`.
 pub fn forward(x: &[f32], w: &[f32], post: &Epilogue, g: &Geometry) -> Vec<f32> {
-    let Some(wide) = Wide::of(g) else {
+    let Some(wide) = Wide::forward(g) else {
         return forward_rows(x, w, post, g);
     };
-    let (plane_in, plane_out, taps) = (g.in_plane(), g.out_plane(), g.kernel_area());
+    let (plane_in, plane_out) = (g.in_plane(), g.out_plane());
     // Tasks of at least 64 k outputs: at batch 1, waking the other thread for less cost more
     // than it saved (mini-Xception 0.45 → 0.41 ms per image, measured; no change at batch 64).
     output::par_chunks_init(
         g.output_len(),
         plane_out,
         4 * min_items(plane_out),
-        || (vec![0.0; wide.len()], vec![0.0; wide.len()]),
+        || (vec![0.0; wide.padded_len()], vec![0.0; wide.wide_len()]),
         |(padded, acc), p, out| {
             let c = p % g.in_channels;
-            wide.pad(&x[p * plane_in..(p + 1) * plane_in], g, padded);
-            let acc = &mut acc[..wide.run];
-            acc.fill(0.0);
-            for (offset, &weight) in wide.offsets(g).zip(&w[c * taps..(c + 1) * taps]) {
-                axpy(acc, weight, &padded[offset..], 1);
-            }
-            wide.narrow(acc, g, out);
+            wide.pad(&x[p * plane_in..(p + 1) * plane_in], padded);
+            correlate(padded, wide.offsets(), filter(w, c, false), acc);
+            wide.narrow(acc, out);
             post.apply_map(out, c);
         },
     )
 }
 
-/// `dL/dx`: each output gradient spread back over the inputs its taps read.
+/// `dL/dx`: the output gradient correlated with each channel's filter turned by 180°.
 pub fn input_grad(w: &[f32], dy: &[f32], g: &Geometry) -> Vec<f32> {
-    let Some(wide) = Wide::of(g) else {
+    let Some(wide) = Wide::input_grad(g) else {
         return input_grad_rows(w, dy, g);
     };
-    let (plane_in, plane_out, taps) = (g.in_plane(), g.out_plane(), g.kernel_area());
+    let (plane_in, plane_out) = (g.in_plane(), g.out_plane());
     output::par_chunks_init(
         g.input_len(),
         plane_in,
         min_items(plane_in),
-        || (vec![0.0; wide.len()], vec![0.0; wide.len()]),
-        |(grad, padded), p, dx_p| {
+        || (vec![0.0; wide.padded_len()], vec![0.0; wide.wide_len()]),
+        |(padded, acc), p, dx_p| {
             let c = p % g.in_channels;
-            wide.widen(&dy[p * plane_out..(p + 1) * plane_out], g, grad);
-            padded.fill(0.0);
-            for (offset, &weight) in wide.offsets(g).zip(&w[c * taps..(c + 1) * taps]) {
-                axpy(&mut padded[offset..offset + wide.run], weight, grad, 1);
-            }
-            wide.crop(padded, g, dx_p);
+            wide.pad(&dy[p * plane_out..(p + 1) * plane_out], padded);
+            correlate(padded, wide.offsets(), filter(w, c, true), acc);
+            wide.narrow(acc, dx_p);
         },
     )
 }
@@ -131,24 +79,23 @@ pub fn input_grad(w: &[f32], dy: &[f32], g: &Geometry) -> Vec<f32> {
 /// `dL/dW`: per channel, each tap's dot product of the output gradient with the input it
 /// saw, summed over images.
 pub fn weight_grad(x: &[f32], dy: &[f32], g: &Geometry) -> Vec<f32> {
-    let Some(wide) = Wide::of(g) else {
+    let Some(wide) = Wide::forward(g) else {
         return weight_grad_rows(x, dy, g);
     };
-    let (plane_in, plane_out, taps) = (g.in_plane(), g.out_plane(), g.kernel_area());
-    let mut dw = vec![0.0; g.in_channels * taps];
-    dw.par_chunks_mut(taps)
+    let (plane_in, plane_out) = (g.in_plane(), g.out_plane());
+    let mut dw = vec![0.0; g.in_channels * TAPS];
+    dw.par_chunks_mut(TAPS)
         .with_min_len(min_items(g.batch * plane_out))
         .enumerate()
         .for_each_init(
-            || (vec![0.0; wide.len()], vec![0.0; wide.len()]),
+            || (vec![0.0; wide.padded_len()], vec![0.0; wide.wide_len()]),
             |(padded, grad), (c, dw_c)| {
                 for n in 0..g.batch {
                     let p = n * g.in_channels + c;
-                    wide.pad(&x[p * plane_in..(p + 1) * plane_in], g, padded);
-                    wide.widen(&dy[p * plane_out..(p + 1) * plane_out], g, grad);
-                    let grad = &grad[..wide.run];
-                    for (d, offset) in dw_c.iter_mut().zip(wide.offsets(g)) {
-                        *d += lane_sum2(grad, &padded[offset..offset + wide.run], |p, q| p * q);
+                    wide.pad(&x[p * plane_in..(p + 1) * plane_in], padded);
+                    wide.widen(&dy[p * plane_out..(p + 1) * plane_out], grad);
+                    for (d, offset) in dw_c.iter_mut().zip(wide.offsets()) {
+                        *d += lane_sum2(grad, &padded[offset..][..grad.len()], |p, q| p * q);
                     }
                 }
             },

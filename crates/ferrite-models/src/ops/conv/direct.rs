@@ -14,17 +14,12 @@ use multiversion::multiversion;
 use rayon::prelude::*;
 
 use super::kernels::{Epilogue, Geometry, sum_parts};
+use super::wide::{LANES, TAPS, Wide, lanes};
 use crate::ops::output;
 use crate::ops::scratch::with_scratch;
 
-/// Outputs per step: one AVX-512 register of `f32`.
-const LANES: usize = 16;
-
 /// Output channels summed at once (their accumulators stay in registers).
 const BLOCK: usize = 8;
-
-/// Taps of a 3×3 filter.
-const TAPS: usize = 9;
 
 /// Whether `g` runs on these kernels: one block of output channels from at least a block of
 /// inputs. Measured against im2col (Zen 4, batch 64, forward + both gradients, ms,
@@ -33,9 +28,6 @@ const TAPS: usize = 9;
 /// at 48²) level or slower, im2col's columns being cheap there.
 pub(super) fn applies(g: &Geometry) -> bool {
     g.groups == 1
-        && g.kernel == [3, 3]
-        && g.stride == [1, 1]
-        && g.dilation == [1, 1]
         && g.out_channels <= BLOCK
         && g.in_channels >= BLOCK
         && g.batch >= rayon::current_num_threads()
@@ -52,93 +44,6 @@ fn fused_multiply_add() -> bool {
     return std::is_x86_feature_detected!("fma");
     #[cfg(not(target_arch = "x86_64"))]
     return cfg!(target_feature = "fma") || cfg!(target_arch = "aarch64");
-}
-
-/// A stride-1 correlation with 3×3 filters laid out `width = out_w + 2` wide: each source
-/// plane zero-padded to `out_h + 2` rows of `width` (placed `pad` rows and columns in), and
-/// each output `(oy, ox)` at `oy·width + ox`. Tap `(ky, kx)` of every output then reads its
-/// source plane at the same offset `ky·width + kx` from it; the two values past each output
-/// row's end are computed and dropped.
-#[derive(Debug, Clone, Copy)]
-struct Wide {
-    source: [usize; 2],
-    pad: [usize; 2],
-    out: [usize; 2],
-    width: usize,
-}
-
-impl Wide {
-    fn new(source: [usize; 2], pad: [usize; 2], out: [usize; 2]) -> Option<Self> {
-        let fits = (0..2).all(|a| out[a] > 0 && source[a] + pad[a] <= out[a] + 2);
-        fits.then_some(Self {
-            source,
-            pad,
-            out,
-            width: out[1] + 2,
-        })
-    }
-
-    /// The forward's layout, also the weight gradient's.
-    fn forward(g: &Geometry) -> Option<Self> {
-        Self::new(g.in_size, g.pad, g.out_size)
-    }
-
-    /// The input gradient's: the output gradient padded by `2 − pad`.
-    fn input_grad(g: &Geometry) -> Option<Self> {
-        let pad = [2usize.checked_sub(g.pad[0])?, 2usize.checked_sub(g.pad[1])?];
-        Self::new(g.out_size, pad, g.in_size)
-    }
-
-    /// Values of one wide output plane: every row's outputs, rounded up to whole steps.
-    fn wide_len(&self) -> usize {
-        ((self.out[0] - 1) * self.width + self.out[1]).next_multiple_of(LANES)
-    }
-
-    /// Values of one padded source plane, with room for the last step's farthest tap.
-    fn padded_len(&self) -> usize {
-        self.wide_len() + 2 * self.width + 2
-    }
-
-    /// Each tap's offset from its output.
-    fn offsets(&self) -> [usize; TAPS] {
-        std::array::from_fn(|t| (t / 3) * self.width + t % 3)
-    }
-
-    /// Source planes (`source` values each), zero-padded, one after another.
-    fn pad_planes(&self, planes: &[f32], padded: &mut [f32]) {
-        let plane = self.source[0] * self.source[1];
-        for (src, dst) in planes
-            .chunks_exact(plane)
-            .zip(padded.chunks_exact_mut(self.padded_len()))
-        {
-            dst.fill(0.0);
-            for (y, row) in src.chunks_exact(self.source[1]).enumerate() {
-                let start = (y + self.pad[0]) * self.width + self.pad[1];
-                dst[start..start + row.len()].copy_from_slice(row);
-            }
-        }
-    }
-
-    /// Output maps in the wide layout, zeros past each row's end.
-    fn widen_maps(&self, maps: &[f32], wide: &mut [f32]) {
-        let plane = self.out[0] * self.out[1];
-        for (map, dst) in maps
-            .chunks_exact(plane)
-            .zip(wide.chunks_exact_mut(self.wide_len()))
-        {
-            dst.fill(0.0);
-            for (oy, row) in map.chunks_exact(self.out[1]).enumerate() {
-                dst[oy * self.width..][..row.len()].copy_from_slice(row);
-            }
-        }
-    }
-
-    /// One output map's values from its wide plane.
-    fn narrow(&self, wide: &[f32], map: &mut [f32]) {
-        for (oy, row) in map.chunks_exact_mut(self.out[1]).enumerate() {
-            row.copy_from_slice(&wide[oy * self.width..][..row.len()]);
-        }
-    }
 }
 
 /// Filters `[out][in][3][3]` regrouped for [`correlate_block`]: per block of 8 output
@@ -193,15 +98,6 @@ fn correlate_block(
     }
 }
 
-/// The first 16 values of `values`, as an array, so that loops over them compile to
-/// whole-register operations.
-#[inline(always)]
-fn lanes(values: &[f32]) -> &[f32; LANES] {
-    values
-        .first_chunk()
-        .expect("the padded planes cover every tap of every step")
-}
-
 /// `acc[b] += src · w[b]` for the block's 8 channels, written out: as a loop over `b`, LLVM
 /// vectorised across the channels (8 wide, with gathers) instead of along the lanes.
 #[inline(always)]
@@ -244,7 +140,7 @@ fn correlate_image(
     maps: &mut [f32],
     post: &Epilogue,
 ) {
-    let (wide, plane) = (layout.wide_len(), layout.out[0] * layout.out[1]);
+    let (wide, plane) = (layout.wide_len(), layout.out_plane());
     let per_block = filters.len() / outs.div_ceil(BLOCK);
     for (block, filters) in filters.chunks_exact(per_block).enumerate() {
         correlate_block(
@@ -306,14 +202,14 @@ fn correlate_images(
     len: usize,
     post: &Epilogue,
 ) -> Vec<f32> {
-    let image_in = ins * layout.source[0] * layout.source[1];
-    let image_out = outs * layout.out[0] * layout.out[1];
+    let image_in = ins * layout.source_plane();
+    let image_out = outs * layout.out_plane();
     let padded_len = ins * layout.padded_len();
     let wide_len = BLOCK * layout.wide_len();
     output::par_chunks(len, image_out, 1, |n, maps| {
         with_scratch(padded_len + wide_len, |buf| {
             let (padded, wide_out) = buf.split_at_mut(padded_len);
-            layout.pad_planes(&sources[n * image_in..(n + 1) * image_in], padded);
+            layout.pad(&sources[n * image_in..(n + 1) * image_in], padded);
             correlate_image(layout, padded, filters, outs, wide_out, maps, post);
         })
     })
@@ -338,9 +234,9 @@ pub(super) fn weight_grad(x: &[f32], dy: &[f32], g: &Geometry) -> Vec<f32> {
             |mut dw, n| {
                 with_scratch(padded_len + grads_len, |buf| {
                     let (padded, grads) = buf.split_at_mut(padded_len);
-                    layout.pad_planes(&x[n * image_in..(n + 1) * image_in], padded);
+                    layout.pad(&x[n * image_in..(n + 1) * image_in], padded);
                     grads.fill(0.0);
-                    layout.widen_maps(&dy[n * image_out..(n + 1) * image_out], grads);
+                    layout.widen(&dy[n * image_out..(n + 1) * image_out], grads);
                     let per_block = BLOCK * layout.wide_len();
                     for (block, grads) in grads.chunks_exact(per_block).enumerate() {
                         let dw = &mut dw[block * ins * TAPS * BLOCK..][..ins * TAPS * BLOCK];

@@ -13,6 +13,7 @@ mod depthwise;
 mod direct;
 mod kernels;
 mod tracked;
+mod wide;
 mod winograd;
 
 use burn::backend::Flex;

@@ -235,8 +235,8 @@ pub(super) fn weight_grad(x: &[f32], dy: &[f32], g: &Geometry) -> Vec<f32> {
                 with_scratch(padded_len + grads_len, |buf| {
                     let (padded, grads) = buf.split_at_mut(padded_len);
                     layout.pad(&x[n * image_in..(n + 1) * image_in], padded);
-                    grads.fill(0.0);
                     layout.widen(&dy[n * image_out..(n + 1) * image_out], grads);
+                    grads[outs * layout.wide_len()..].fill(0.0);
                     let per_block = BLOCK * layout.wide_len();
                     for (block, grads) in grads.chunks_exact(per_block).enumerate() {
                         let dw = &mut dw[block * ins * TAPS * BLOCK..][..ins * TAPS * BLOCK];

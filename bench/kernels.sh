@@ -2,7 +2,7 @@
 # ferrite's own kernels (crates/ferrite-models/src/ops: convolution, batch norm + ReLU, max
 # pool, dropout) against Burn's ops on the same burn-flex backend: the same binary, switched
 # with FERRITE_KERNELS=burn, alternating, median of ROUNDS; ferrite's kernels with Winograd
-# F(2×2, 3×3) only, no F(4×4, 3×3) (FERRITE_KERNELS=f23); and without the Winograd
+# F(2×2, 3×3) only, no F(4×4, 3×3) (FERRITE_KERNELS=f23); and without the Winograd or direct
 # convolutions (FERRITE_KERNELS=im2col). Training (batch 64) and inference (batch 1 and 64)
 # images/s.
 #   bench/kernels.sh                 # ROUNDS=3 STEPS=20 MODELS="seed-cnn dexpression mini-xception vgg"
@@ -16,7 +16,7 @@ ferrite=target/release/examples/throughput
 rate() { grep -o '"images_per_second": [0-9.]*' | awk '{print $2}'; }
 median() { sort -n | awk '{v[NR] = $1} END {print v[int((NR + 1) / 2)]}'; }
 
-echo "burn-flex on $(nproc) cores: ferrite's kernels vs the same with Winograd F(2×2) only (FERRITE_KERNELS=f23), without Winograd (FERRITE_KERNELS=im2col) and vs Burn's ops (FERRITE_KERNELS=burn), median of $ROUNDS, images/s"
+echo "burn-flex on $(nproc) cores: ferrite's kernels vs the same with Winograd F(2×2) only (FERRITE_KERNELS=f23), without Winograd or direct kernels (FERRITE_KERNELS=im2col) and vs Burn's ops (FERRITE_KERNELS=burn), median of $ROUNDS, images/s"
 printf '| %-14s | %-11s | %9s | %9s | %9s | %9s | %9s | %9s | %9s |\n' model run ferrite "F(2x2)" im2col Burn "/ F(2x2)" "/ im2col" "/ Burn"
 printf '|%s|%s|%s|%s|%s|%s|%s|%s|%s|\n' ---------------- ------------- ----------- ----------- ----------- ----------- ----------- ----------- -----------
 for model in $MODELS; do

@@ -2,8 +2,9 @@
 //! in parallel.
 //!
 //! 3×3 filters at stride 1 without dilation, what mini-Xception's separable convolutions use,
-//! run on the [`Wide`] layout ([`super::wide`]): all nine taps of 16 outputs summed in registers, one pass over
-//! the plane. Other filters, strides and dilations go one output row and tap at a time.
+//! run on the [`Wide`] layout ([`super::wide`]): all nine taps of 16 outputs summed in
+//! registers, one pass over the plane. Other filters, strides and dilations go one output row
+//! and tap at a time.
 
 use multiversion::multiversion;
 use rayon::prelude::*;

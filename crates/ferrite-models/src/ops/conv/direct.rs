@@ -61,11 +61,16 @@ fn blocked_filters(w: &[f32], outs: usize, ins: usize, turned: bool) -> Vec<f32>
                 } else {
                     w[(o * ins + i) * TAPS + t]
                 };
-                packed[((o / BLOCK * ins + i) * TAPS + t) * BLOCK + o % BLOCK] = value;
+                packed[blocked_index(o, i, t, ins)] = value;
             }
         }
     }
     packed
+}
+
+/// Where [`blocked_filters`] puts the weight of output `o`, input `i` (of `ins`), tap `t`.
+fn blocked_index(o: usize, i: usize, t: usize, ins: usize) -> usize {
+    ((o / BLOCK * ins + i) * TAPS + t) * BLOCK + o % BLOCK
 }
 
 /// `out[b][p] = Σ_(i, t) filters[i][t][b] · padded[i][p + offsets[t]]` for one block of 8
@@ -311,8 +316,7 @@ fn unblock_filters(packed: &[f32], outs: usize, ins: usize) -> Vec<f32> {
     for o in 0..outs {
         for i in 0..ins {
             for t in 0..TAPS {
-                w[(o * ins + i) * TAPS + t] =
-                    packed[((o / BLOCK * ins + i) * TAPS + t) * BLOCK + o % BLOCK];
+                w[(o * ins + i) * TAPS + t] = packed[blocked_index(o, i, t, ins)];
             }
         }
     }

@@ -749,9 +749,14 @@ pub struct Epilogue<'a> {
 }
 
 impl Epilogue<'_> {
+    /// Whether the epilogue leaves the maps as they are.
+    fn is_identity(&self) -> bool {
+        self.scale.is_none() && self.shift.is_none() && !self.relu
+    }
+
     /// Applies the epilogue to one image's output maps (`plane` values each, channel order).
     fn apply(&self, out: &mut [f32], plane: usize) {
-        if self.scale.is_none() && self.shift.is_none() && !self.relu {
+        if self.is_identity() {
             return;
         }
         for (c, map) in out.chunks_exact_mut(plane).enumerate() {
@@ -759,8 +764,12 @@ impl Epilogue<'_> {
         }
     }
 
-    /// Applies the epilogue to the output map of channel `c`.
+    /// Applies the epilogue to the output map of channel `c` (nothing to do for the identity:
+    /// no pass over the map).
     pub(super) fn apply_map(&self, map: &mut [f32], c: usize) {
+        if self.is_identity() {
+            return;
+        }
         let a = self.scale.map_or(1.0, |s| s[c]);
         let b = self.shift.map_or(0.0, |s| s[c]);
         affine_in_place(map, a, b, self.relu);

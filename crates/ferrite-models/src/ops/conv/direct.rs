@@ -39,7 +39,7 @@ pub(super) fn applies(g: &Geometry) -> bool {
 
 /// The kernels sum with `mul_add`, one instruction where the CPU has FMA and a slow library
 /// call where it has not.
-fn fused_multiply_add() -> bool {
+pub(super) fn fused_multiply_add() -> bool {
     #[cfg(target_arch = "x86_64")]
     return std::is_x86_feature_detected!("fma");
     #[cfg(not(target_arch = "x86_64"))]

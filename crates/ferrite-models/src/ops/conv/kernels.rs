@@ -78,7 +78,7 @@ impl Geometry {
     }
 
     /// A 1×1, stride-1, unpadded convolution: a plain matrix product per image.
-    fn is_pointwise(&self) -> bool {
+    pub(super) fn is_pointwise(&self) -> bool {
         self.kernel == [1, 1] && self.stride == [1, 1] && self.pad == [0, 0]
     }
 
@@ -310,7 +310,7 @@ pub(super) fn plan(items: usize, macs: usize) -> (bool, Parallelism) {
 /// nothing to either gradient. Before, im2col copied every (channel, tap, output row) as its own
 /// short run, with zero fills at the borders: a third of seed-cnn's training step.
 #[derive(Debug, Clone, Copy)]
-struct Phases {
+pub(super) struct Phases {
     stride: [usize; 2],
     /// Rows and columns of one phase plane (one zero row of slack below, so the last tap's
     /// copy stays inside).
@@ -318,7 +318,7 @@ struct Phases {
 }
 
 impl Phases {
-    fn new(g: &Geometry) -> Self {
+    pub(super) fn new(g: &Geometry) -> Self {
         let padded = |axis: usize| {
             let span = g.dilation[axis] * (g.kernel[axis] - 1) + 1;
             ((g.out_size[axis] - 1) * g.stride[axis] + span).max(g.pad[axis] + g.in_size[axis])
@@ -335,17 +335,17 @@ impl Phases {
     }
 
     /// One channel's phase planes.
-    fn channel_len(&self) -> usize {
+    pub(super) fn channel_len(&self) -> usize {
         self.stride[0] * self.stride[1] * self.plane_len()
     }
 
     /// Columns of the wide column matrix and of the wide output.
-    fn wide_len(&self, g: &Geometry) -> usize {
+    pub(super) fn wide_len(&self, g: &Geometry) -> usize {
         g.out_size[0] * self.size[1]
     }
 
     /// Where kernel tap `(ky, kx)`'s row starts in a channel's phase planes.
-    fn tap_offset(&self, g: &Geometry, ky: usize, kx: usize) -> usize {
+    pub(super) fn tap_offset(&self, g: &Geometry, ky: usize, kx: usize) -> usize {
         let [sy, sx] = self.stride;
         let (r, c) = (ky * g.dilation[0], kx * g.dilation[1]);
         ((r % sy) * sx + c % sx) * self.plane_len() + (r / sy) * self.size[1] + c / sx
@@ -371,7 +371,7 @@ impl Phases {
 
 /// `channel` (one input plane) into its zeroed phase planes `out`.
 #[multiversion(targets = "simd")]
-fn split_phases(channel: &[f32], g: &Geometry, ph: &Phases, out: &mut [f32]) {
+pub(super) fn split_phases(channel: &[f32], g: &Geometry, ph: &Phases, out: &mut [f32]) {
     let [_, in_w] = g.in_size;
     let sx = ph.stride[1];
     out.fill(0.0);
@@ -484,7 +484,7 @@ fn narrow(wide: &[f32], g: &Geometry, ph: &Phases, out: &mut [f32]) {
 }
 
 /// The adjoint of [`narrow`]: zeros in the extra columns.
-fn widen(maps: &[f32], g: &Geometry, ph: &Phases, wide: &mut [f32]) {
+pub(super) fn widen(maps: &[f32], g: &Geometry, ph: &Phases, wide: &mut [f32]) {
     let (width, out_w) = (ph.size[1], g.out_size[1]);
     for (from, to) in maps.chunks_exact(out_w).zip(wide.chunks_exact_mut(width)) {
         let (real, extra) = to.split_at_mut(out_w);

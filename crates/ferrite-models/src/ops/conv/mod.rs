@@ -9,6 +9,7 @@
 
 #[cfg(target_arch = "x86_64")]
 mod bf16;
+mod channels_last;
 mod depthwise;
 mod direct;
 mod kernels;

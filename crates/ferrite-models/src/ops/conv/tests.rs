@@ -304,18 +304,37 @@ fn direct_kernels_for_few_output_channels() {
     // direct kernels, with valid, same and wider padding, a partial block of outputs, odd
     // sizes, bias.
     let batch = rayon::current_num_threads() + 1;
-    let device = Device::flex();
     for case in [
         Case::new([batch, 8, 11, 9], 8, 3, 1, 0),
         Case::new([batch, 9, 6, 7], 7, 3, 1, 1).with_bias(),
-        Case::new([batch, 16, 5, 19], 3, 3, 1, 2),
+        Case::new([batch, 12, 5, 19], 3, 3, 1, 2),
     ] {
-        let x = Tensor::<4>::zeros(case.input, &device);
-        let w = Tensor::<4>::zeros(case.weight_shape(), &device);
-        let g = super::geometry(&x, &w, &case.options).expect("a dense convolution");
         assert!(
-            super::direct::applies(&g),
+            super::direct::applies(&geometry_of(&case)),
             "direct kernels for {:?}",
+            case.input
+        );
+        assert_matches_burn(&case);
+    }
+}
+
+#[test]
+fn channels_last_gradients() {
+    // Multiples of 16 inputs through 3×3 filters at a batch of more images than threads:
+    // strides 1 and 2, same and valid padding (a last row and column no tap reads), dilation,
+    // whole and partial tiles of 3 outputs, odd sizes, bias.
+    let batch = rayon::current_num_threads() + 1;
+    let mut dilated = Case::new([batch, 16, 9, 10], 4, 3, 1, 2);
+    dilated.options.dilation = [2, 2];
+    for case in [
+        Case::new([batch, 16, 9, 7], 6, 3, 2, 1),
+        Case::new([batch, 32, 8, 8], 5, 3, 2, 0).with_bias(),
+        Case::new([batch, 16, 6, 5], 7, 3, 1, 1),
+        dilated,
+    ] {
+        assert!(
+            super::channels_last::applies(&geometry_of(&case)),
+            "channels-last gradients for {:?}",
             case.input
         );
         assert_matches_burn(&case);

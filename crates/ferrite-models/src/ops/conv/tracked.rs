@@ -13,7 +13,7 @@ use burn::prelude::*;
 
 use super::forward_flex;
 use super::kernels::{self, Epilogue, Geometry};
-use super::{depthwise, direct, winograd};
+use super::{channels_last, depthwise, direct, winograd};
 use crate::ops::{contiguous, f32s, flex_tensor, output};
 
 type Tracked = Autodiff<Flex>;
@@ -58,6 +58,8 @@ impl<const N: usize> Backward<Flex, N> for ConvBackward {
             if let Some(node) = x_node {
                 let dx = if g.is_depthwise() {
                     depthwise::input_grad(w, dy, &g)
+                } else if channels_last::applies(&g) {
+                    channels_last::input_grad(w, dy, &g)
                 } else if direct::applies(&g) {
                     direct::input_grad(w, dy, &g)
                 } else {
@@ -68,6 +70,8 @@ impl<const N: usize> Backward<Flex, N> for ConvBackward {
             if let Some(node) = w_node {
                 let (dw, per_group) = if g.is_depthwise() {
                     (depthwise::weight_grad(x, dy, &g), 1)
+                } else if channels_last::applies(&g) {
+                    (channels_last::weight_grad(x, dy, &g), g.in_channels)
                 } else if direct::applies(&g) {
                     (direct::weight_grad(x, dy, &g), g.in_channels)
                 } else {

@@ -5,7 +5,7 @@
 use multiversion::multiversion;
 use rayon::prelude::*;
 
-use crate::ops::{affine_into, lane_sum, lane_sum2, min_items, output};
+use crate::ops::{affine_into, lane_sum, lane_sums2, min_items, output};
 
 /// `[batch, channels, plane]` view of an NCHW tensor (`plane` = height × width).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -29,27 +29,40 @@ impl Layout {
     }
 }
 
-/// Per-channel mean and biased variance: two passes, each plane summed in vectorised `f32`
-/// lanes and the planes in `f64`.
+/// Per-channel mean and biased variance, in one pass over each channel's planes: the sums of
+/// `x − k` and `(x − k)²` for a value `k` of the channel (so that `E[(x − k)²] − E[x − k]²`
+/// does not cancel the way raw moments do when the mean is large against the spread), each
+/// plane summed in vectorised `f32` lanes and the planes in `f64`.
 pub fn channel_stats(x: &[f32], l: &Layout) -> (Vec<f32>, Vec<f32>) {
     let count = l.per_channel() as f64;
     (0..l.channels)
         .into_par_iter()
         .with_min_len(min_items(l.per_channel()))
         .map(|c| {
-            let mean = l
+            let k = l
                 .planes(x, c)
-                .map(|p| lane_sum(p, |v| v) as f64)
-                .sum::<f64>()
-                / count;
-            let m = mean as f32;
-            let squares = l
+                .find_map(|p| p.first().copied())
+                .unwrap_or(0.0);
+            let (shifted, squares) = l
                 .planes(x, c)
-                .map(|p| lane_sum(p, |v| (v - m) * (v - m)) as f64)
-                .sum::<f64>();
-            (m, (squares / count) as f32)
+                .map(|p| shifted_moments(p, k))
+                .fold((0.0f64, 0.0f64), |(s, q), (u, v)| {
+                    (s + u as f64, q + v as f64)
+                });
+            let offset = shifted / count;
+            let variance = (squares / count - offset * offset).max(0.0);
+            ((k as f64 + offset) as f32, variance as f32)
         })
         .unzip()
+}
+
+/// `(Σ (v − k), Σ (v − k)²)` over one plane: two passes, the second from L1 (one pass with
+/// both sums compiled to scalar code, LLVM pairing the two sums instead of the lanes).
+fn shifted_moments(plane: &[f32], k: f32) -> (f32, f32) {
+    (
+        lane_sum(plane, |v| v - k),
+        lane_sum(plane, |v| (v - k) * (v - k)),
+    )
 }
 
 /// `y = x · scale[c] + shift[c]`, then `max(y, 0)` when `relu`.
@@ -89,8 +102,12 @@ pub fn backward(x: &[f32], dy: &[f32], s: &Saved, l: &Layout) -> (Vec<f32>, Vec<
         .map(|c| {
             let (mut sum, mut dot) = (0.0f64, 0.0f64);
             for (xp, gp) in l.planes(x, c).zip(l.planes(dy, c)) {
-                sum += lane_sum2(xp, gp, |v, g| passed(c, v, g)) as f64;
-                dot += lane_sum2(xp, gp, |v, g| passed(c, v, g) * (v - s.mean[c])) as f64;
+                let (plane_sum, plane_dot) = lane_sums2(xp, gp, |v, g| {
+                    let g = passed(c, v, g);
+                    (g, g * (v - s.mean[c]))
+                });
+                sum += plane_sum as f64;
+                dot += plane_dot as f64;
             }
             (sum as f32, (dot as f32) * s.inv_std[c])
         })

@@ -93,3 +93,31 @@ fn inference_matches_burn() {
         );
     }
 }
+
+#[test]
+fn statistics_hold_for_a_large_mean_and_a_small_spread() {
+    // Raw moments in f32 would lose the variance entirely here (mean² ≈ 1e6, variance 1e-4).
+    let layout = super::kernels::Layout {
+        batch: 3,
+        channels: 2,
+        plane: 37,
+    };
+    let x: Vec<f32> = (0..3 * 2 * 37)
+        .map(|i| 1000.0 + 0.01 * ((i * 7919 % 101) as f32 / 50.0 - 1.0))
+        .collect();
+    let (mean, variance) = super::kernels::channel_stats(&x, &layout);
+    for c in 0..2 {
+        let values: Vec<f64> = (0..3)
+            .flat_map(|n| &x[(n * 2 + c) * 37..][..37])
+            .map(|&v| v as f64)
+            .collect();
+        let m = values.iter().sum::<f64>() / values.len() as f64;
+        let v = values.iter().map(|x| (x - m) * (x - m)).sum::<f64>() / values.len() as f64;
+        assert!((mean[c] as f64 - m).abs() < 1e-4, "mean {} vs {m}", mean[c]);
+        assert!(
+            (variance[c] as f64 - v).abs() < 1e-2 * v,
+            "variance {} vs {v}",
+            variance[c]
+        );
+    }
+}

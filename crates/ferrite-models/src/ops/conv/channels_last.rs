@@ -93,8 +93,8 @@ impl ChannelsLast {
 
     /// `image` (`[channels][in_h][in_w]`) into `out`, padding zeroed.
     fn fill(&self, image: &[f32], g: &Geometry, out: &mut [f32]) {
-        out.fill(0.0);
         let [rows, cols] = self.inside(g);
+        self.zero_padding(g, out);
         let planes: Vec<&[f32]> = image.chunks_exact(g.in_plane()).collect();
         for y in 0..rows {
             let row = &mut out[self.row_start(g, y)..];
@@ -103,6 +103,19 @@ impl ChannelsLast {
                 let out = &mut row[block * LANES..];
                 to_channels_last(planes, y * g.in_size[1], cols, out, self.channels);
             }
+        }
+    }
+
+    /// Zeros in every pixel of `out` outside the input's rows and columns.
+    fn zero_padding(&self, g: &Geometry, out: &mut [f32]) {
+        let [rows, cols] = self.inside(g);
+        let (row_len, c) = (self.cols * self.channels, self.channels);
+        let (top, bottom) = (g.pad[0] * row_len, (g.pad[0] + rows) * row_len);
+        out[..top].fill(0.0);
+        out[bottom..].fill(0.0);
+        for row in out[top..bottom].chunks_exact_mut(row_len) {
+            row[..g.pad[1] * c].fill(0.0);
+            row[(g.pad[1] + cols) * c..].fill(0.0);
         }
     }
 

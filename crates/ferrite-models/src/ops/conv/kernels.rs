@@ -876,8 +876,7 @@ pub(super) fn sum_parts(mut parts: Vec<Vec<f32>>) -> Vec<f32> {
         .enumerate()
         .for_each(|(i, chunk)| {
             for part in &parts {
-                let part = &part[i << 14..];
-                chunk.iter_mut().zip(part).for_each(|(x, y)| *x += y);
+                add_into(chunk, &part[i << 14..]);
             }
         });
     total

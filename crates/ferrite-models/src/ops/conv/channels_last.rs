@@ -152,6 +152,17 @@ fn to_channels_last(
         }
         return;
     }
+    to_channels_last_scalar(planes, first, cols, out, stride);
+}
+
+/// [`to_channels_last`] value by value: CPUs without AVX-512.
+fn to_channels_last_scalar(
+    planes: &[&[f32]; LANES],
+    first: usize,
+    cols: usize,
+    out: &mut [f32],
+    stride: usize,
+) {
     for x in 0..cols {
         for (c, plane) in planes.iter().enumerate() {
             out[x * stride + c] = plane[first + x];
@@ -175,6 +186,17 @@ fn from_channels_last(
         }
         return;
     }
+    from_channels_last_scalar(row, cols, stride, planes, first);
+}
+
+/// [`from_channels_last`] value by value: CPUs without AVX-512.
+fn from_channels_last_scalar(
+    row: &[f32],
+    cols: usize,
+    stride: usize,
+    planes: &mut [&mut [f32]; LANES],
+    first: usize,
+) {
     for x in 0..cols {
         for (c, plane) in planes.iter_mut().enumerate() {
             plane[first + x] = row[x * stride + c];
@@ -523,5 +545,56 @@ fn add_lanes(dst: &mut [f32], values: &[f32; LANES]) {
     let dst: &mut [f32; LANES] = dst.first_chunk_mut().expect("16 values");
     for l in 0..LANES {
         dst[l] += values[l];
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// 16 planes of `len` distinct values.
+    fn planes(len: usize) -> Vec<Vec<f32>> {
+        (0..LANES)
+            .map(|c| (0..len).map(|x| (c * 1000 + x) as f32).collect())
+            .collect()
+    }
+
+    #[test]
+    fn both_ways_match_the_scalar_loops() {
+        // One whole block of 16 pixels and a masked one of 5, from column 3, into a row of
+        // pixels 32 values apart (a second block of channels between them).
+        let (first, cols, stride) = (3, 21, 32);
+        let sources = planes(first + cols);
+        let refs: Vec<&[f32]> = sources.iter().map(Vec::as_slice).collect();
+        let refs: &[&[f32]; LANES] = refs.as_slice().try_into().expect("16 planes");
+        let mut fast = vec![-1.0; cols * stride];
+        let mut slow = fast.clone();
+        to_channels_last(refs, first, cols, &mut fast, stride);
+        to_channels_last_scalar(refs, first, cols, &mut slow, stride);
+        assert_eq!(fast, slow);
+        assert_eq!(slow[20 * stride + 7], (7 * 1000 + first + 20) as f32);
+
+        let mut back = vec![vec![-1.0; first + cols]; LANES];
+        let mut back_slow = back.clone();
+        for (out, scalar) in [(&mut back, false), (&mut back_slow, true)] {
+            let mut outs: Vec<&mut [f32]> = out.iter_mut().map(Vec::as_mut_slice).collect();
+            let outs: &mut [&mut [f32]; LANES] = outs.as_mut_slice().try_into().expect("16 planes");
+            match scalar {
+                false => from_channels_last(&slow, cols, stride, outs, first),
+                true => from_channels_last_scalar(&slow, cols, stride, outs, first),
+            }
+        }
+        assert_eq!(back, back_slow);
+        for (plane, source) in back.iter().zip(&sources) {
+            assert_eq!(
+                plane[first..],
+                source[first..],
+                "the round trip restores the rows"
+            );
+            assert!(
+                plane[..first].iter().all(|&v| v == -1.0),
+                "columns before are kept"
+            );
+        }
     }
 }

@@ -13,8 +13,8 @@
 use multiversion::multiversion;
 use rayon::prelude::*;
 
-use super::kernels::{Epilogue, Geometry, sum_parts};
-use super::wide::{LANES, TAPS, Wide, lanes};
+use super::kernels::{Epilogue, Geometry, Phases, split_phases, sum_parts};
+use super::wide::{LANES, TAPS, Wide, copy_row, lanes};
 use crate::ops::output;
 use crate::ops::scratch::with_scratch;
 
@@ -73,9 +73,9 @@ fn blocked_index(o: usize, i: usize, t: usize, ins: usize) -> usize {
     ((o / BLOCK * ins + i) * TAPS + t) * BLOCK + o % BLOCK
 }
 
-/// `out[b][p] = Σ_(i, t) filters[i][t][b] · padded[i][p + offsets[t]]` for one block of 8
-/// output channels: `padded` holds the source planes (`plane` values apart), `out` 8 wide
-/// planes of `wide` values.
+/// `out[b][p] = Σ_(i, t) filters[i][t][b] · padded[i·plane + p + offsets[t]]` for one block of
+/// 8 output channels: `padded` holds the source planes (`plane` values apart per channel),
+/// `out` 8 wide planes of `wide` values.
 #[multiversion(targets = "simd")]
 fn correlate_block(
     padded: &[f32],
@@ -88,10 +88,10 @@ fn correlate_block(
     for step in 0..wide / LANES {
         let p = step * LANES;
         let mut acc = [[0.0f32; LANES]; BLOCK];
-        for (source, taps) in padded
-            .chunks_exact(plane)
-            .zip(filters.chunks_exact(TAPS * BLOCK))
-        {
+        for (c, taps) in filters.chunks_exact(TAPS * BLOCK).enumerate() {
+            // The rest of the buffer from the channel's planes on: a step's farthest taps may
+            // read past them (into the next channel or the slack), for outputs that are dropped.
+            let source = &padded[c * plane..];
             for (&offset, weights) in offsets.iter().zip(taps.chunks_exact(BLOCK)) {
                 let weights = weights.first_chunk().expect("blocks of 8 weights");
                 multiply_add_block(&mut acc, lanes(&source[p + offset..]), weights);
@@ -134,10 +134,35 @@ fn multiply_add_lanes(acc: &mut [f32; LANES], a: &[f32; LANES], b: &[f32; LANES]
     }
 }
 
-/// All output maps of one image: `sources` padded planes correlated with the blocked
+/// Where one image's correlation reads and writes: each source channel `plane` values apart,
+/// each tap at its offset from its output, `wide` outputs per wide plane (whole steps) in rows
+/// `row_width` apart, of which each map keeps the first `out_w` per row.
+struct Sweep {
+    plane: usize,
+    offsets: [usize; TAPS],
+    wide: usize,
+    row_width: usize,
+    out_w: usize,
+    out_plane: usize,
+}
+
+impl Sweep {
+    fn of(layout: &Wide) -> Self {
+        Self {
+            plane: layout.padded_len(),
+            offsets: layout.offsets(),
+            wide: layout.wide_len(),
+            row_width: layout.width,
+            out_w: layout.out_w(),
+            out_plane: layout.out_plane(),
+        }
+    }
+}
+
+/// All output maps of one image: the `padded` source planes correlated with the blocked
 /// `filters`, each block's wide planes narrowed into `maps` (`outs` of them), then `post`.
 fn correlate_image(
-    layout: &Wide,
+    sweep: &Sweep,
     padded: &[f32],
     filters: &[f32],
     outs: usize,
@@ -145,21 +170,17 @@ fn correlate_image(
     maps: &mut [f32],
     post: &Epilogue,
 ) {
-    let (wide, plane) = (layout.wide_len(), layout.out_plane());
+    let (wide, plane) = (sweep.wide, sweep.out_plane);
     let per_block = filters.len() / outs.div_ceil(BLOCK);
     for (block, filters) in filters.chunks_exact(per_block).enumerate() {
-        correlate_block(
-            padded,
-            layout.padded_len(),
-            layout.offsets(),
-            filters,
-            wide_out,
-            wide,
-        );
+        correlate_block(padded, sweep.plane, sweep.offsets, filters, wide_out, wide);
         for b in 0..BLOCK.min(outs - block * BLOCK) {
             let c = block * BLOCK + b;
             let map = &mut maps[c * plane..(c + 1) * plane];
-            layout.narrow(&wide_out[b * wide..(b + 1) * wide], map);
+            let rows = map.chunks_exact_mut(sweep.out_w);
+            for (oy, row) in rows.enumerate() {
+                copy_row(row, &wide_out[b * wide + oy * sweep.row_width..]);
+            }
             post.apply_map(map, c);
         }
     }
@@ -178,6 +199,65 @@ pub(super) fn forward(x: &[f32], w: &[f32], post: &Epilogue, g: &Geometry) -> Ve
         g.output_len(),
         post,
     )
+}
+
+/// Whether `g`'s forward runs on [`strided_forward`]: a 3×3, stride-2 convolution from at
+/// least a block of input channels, at batch ≥ the thread count (its gradients run in
+/// [`super::channels_last`] from 16 input channels).
+pub(super) fn strided_applies(g: &Geometry) -> bool {
+    g.groups == 1
+        && g.kernel == [3, 3]
+        && g.stride == [2, 2]
+        && g.dilation == [1, 1]
+        && g.in_channels >= BLOCK
+        && g.batch >= rayon::current_num_threads()
+        && fused_multiply_add()
+        && !crate::ops::im2col_forced()
+}
+
+/// `y = epilogue(conv(x, w))` at stride 2: each image's channels split into their four phase
+/// planes ([`Phases`]), where every tap of 16 neighbouring outputs is again one 16-wide load at
+/// a fixed offset, then correlated as at stride 1. (im2col's forward ran at 35–49 G
+/// multiply-adds/s on seed-cnn's stride-2 layers.)
+pub(super) fn strided_forward(x: &[f32], w: &[f32], post: &Epilogue, g: &Geometry) -> Vec<f32> {
+    let ph = Phases::new(g);
+    let plane = ph.channel_len();
+    let offsets: [usize; TAPS] = std::array::from_fn(|t| ph.tap_offset(g, t / 3, t % 3));
+    let sweep = Sweep {
+        plane,
+        offsets,
+        wide: ph.wide_len(g).next_multiple_of(LANES),
+        row_width: ph.width(),
+        out_w: g.out_size[1],
+        out_plane: g.out_plane(),
+    };
+    // Room for the last channel's farthest tap of the last step.
+    let farthest = offsets.iter().max().copied().unwrap_or(0) + sweep.wide;
+    let padded_len = (g.in_channels - 1) * plane + farthest.max(plane);
+    let filters = blocked_filters(w, g.out_channels, g.in_channels, false);
+    let (image_in, image_out) = (g.in_channels * g.in_plane(), g.out_channels * g.out_plane());
+    output::par_chunks(g.output_len(), image_out, 1, |n, maps| {
+        with_scratch(padded_len + BLOCK * sweep.wide, |buf| {
+            let (padded, wide_out) = buf.split_at_mut(padded_len);
+            let image = &x[n * image_in..][..image_in];
+            for (channel, planes) in image
+                .chunks_exact(g.in_plane())
+                .zip(padded.chunks_mut(plane))
+            {
+                split_phases(channel, g, &ph, &mut planes[..plane]);
+            }
+            padded[g.in_channels * plane..].fill(0.0);
+            correlate_image(
+                &sweep,
+                padded,
+                &filters,
+                g.out_channels,
+                wide_out,
+                maps,
+                post,
+            );
+        })
+    })
 }
 
 /// `dL/dx`: the output gradient correlated with the filters turned by 180°, `in` and `out`
@@ -211,11 +291,12 @@ fn correlate_images(
     let image_out = outs * layout.out_plane();
     let padded_len = ins * layout.padded_len();
     let wide_len = BLOCK * layout.wide_len();
+    let sweep = Sweep::of(layout);
     output::par_chunks(len, image_out, 1, |n, maps| {
         with_scratch(padded_len + wide_len, |buf| {
             let (padded, wide_out) = buf.split_at_mut(padded_len);
             layout.pad(&sources[n * image_in..(n + 1) * image_in], padded);
-            correlate_image(layout, padded, filters, outs, wide_out, maps, post);
+            correlate_image(&sweep, padded, filters, outs, wide_out, maps, post);
         })
     })
 }

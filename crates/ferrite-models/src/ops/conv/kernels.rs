@@ -334,6 +334,11 @@ impl Phases {
         self.size[0] * self.size[1]
     }
 
+    /// Columns of each phase plane: the row stride of the wide column matrix and output.
+    pub(super) fn width(&self) -> usize {
+        self.size[1]
+    }
+
     /// One channel's phase planes.
     pub(super) fn channel_len(&self) -> usize {
         self.stride[0] * self.stride[1] * self.plane_len()

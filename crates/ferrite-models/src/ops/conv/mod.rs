@@ -190,6 +190,8 @@ fn forward_flex(x: &FlexTensor, w: &FlexTensor, post: &Epilogue, g: &Geometry) -
         winograd::forward(x, w, post, g)
     } else if direct::applies(g) {
         direct::forward(x, w, post, g)
+    } else if direct::strided_applies(g) {
+        direct::strided_forward(x, w, post, g)
     } else {
         kernels::dense_forward(x, w, post, g)
     };

@@ -340,3 +340,22 @@ fn channels_last_gradients() {
         assert_matches_burn(&case);
     }
 }
+
+#[test]
+fn direct_forward_at_stride_two() {
+    // 3×3 stride-2 convolutions from at least 8 inputs at a batch of more images than threads:
+    // same and valid padding, odd and even sizes, whole and partial blocks of 8 outputs, bias.
+    let batch = rayon::current_num_threads() + 1;
+    for case in [
+        Case::new([batch, 8, 9, 7], 5, 3, 2, 1),
+        Case::new([batch, 16, 8, 8], 9, 3, 2, 0),
+        Case::new([batch, 12, 13, 11], 16, 3, 2, 1).with_bias(),
+    ] {
+        assert!(
+            super::direct::strided_applies(&geometry_of(&case)),
+            "the stride-2 direct forward for {:?}",
+            case.input
+        );
+        assert_matches_burn(&case);
+    }
+}

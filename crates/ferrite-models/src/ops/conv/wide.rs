@@ -55,6 +55,11 @@ impl Wide {
         self.source[0] * self.source[1]
     }
 
+    /// Outputs per row of a map.
+    pub(super) fn out_w(&self) -> usize {
+        self.out[1]
+    }
+
     /// Values of one output map.
     pub(super) fn out_plane(&self) -> usize {
         self.out[0] * self.out[1]
@@ -113,7 +118,7 @@ impl Wide {
 /// most of the copying of 44-value rows (mini-Xception's depthwise layers spent 7 % of a
 /// training step in it).
 #[inline(always)]
-fn copy_row(dst: &mut [f32], src: &[f32]) {
+pub(super) fn copy_row(dst: &mut [f32], src: &[f32]) {
     let n = dst.len().min(src.len());
     let (dst, src) = (&mut dst[..n], &src[..n]);
     if n < LANES {

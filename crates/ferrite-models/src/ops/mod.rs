@@ -54,8 +54,8 @@ enum Route {
 }
 
 /// `FERRITE_KERNELS`: `burn` for Burn's ops everywhere, `im2col` for ferrite's kernels without
-/// Winograd or direct convolutions, `f23` for F(2×2, 3×3) alone; anything else (or unset) for
-/// all of ferrite's kernels.
+/// Winograd, direct or channels-last convolutions, `f23` for F(2×2, 3×3) alone; anything else
+/// (or unset) for all of ferrite's kernels.
 fn kernels_setting() -> &'static str {
     static SETTING: OnceLock<String> = OnceLock::new();
     SETTING.get_or_init(|| std::env::var("FERRITE_KERNELS").unwrap_or_default())

@@ -1,5 +1,7 @@
 //! Direct 3×3, stride-1 convolutions to few output channels (mini-Xception's 8→8 stem, the
-//! 7-class heads of seed-cnn and mini-Xception), at batch ≥ the thread count.
+//! 7-class heads of seed-cnn and mini-Xception), and stride-2 forwards (seed-cnn's
+//! down-sampling layers, on phase planes), at batch ≥ the thread count. (From 16 input
+//! channels the gradients run in [`super::channels_last`] instead.)
 //!
 //! Why: with few output channels im2col's column matrix costs as much as the work it feeds
 //! (72 values copied per 8 multiply-adds for 8→8), and mini-Xception's 8→8 stem ran at 25 G

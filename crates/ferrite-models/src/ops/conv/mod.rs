@@ -1,8 +1,10 @@
 //! Convolution: Winograd F(4×4, 3×3) or F(2×2, 3×3) for dense 3×3 stride-1 convolutions
 //! ([`winograd`]),
-//! direct 3×3 kernels for those to few output channels ([`direct`]), im2col + one matrix
-//! product per image for the other dense ones ([`kernels`]), whole-plane passes per kernel tap
-//! for depthwise ones ([`depthwise`]), one autodiff op for training ([`tracked`]).
+//! direct 3×3 kernels for those to few output channels and for stride-2 forwards ([`direct`]),
+//! channels-last gradients of 3×3 convolutions from multiples of 16 channels
+//! ([`channels_last`]), im2col + one matrix product per image for the other dense ones
+//! ([`kernels`]), whole-plane passes per kernel tap for depthwise ones ([`depthwise`]), one
+//! autodiff op for training ([`tracked`]).
 //!
 //! Covered: `f32`, `groups == 1` (any kernel, stride, padding, dilation) and depthwise
 //! (`groups == in == out channels`); everything else runs Burn's `conv2d`.

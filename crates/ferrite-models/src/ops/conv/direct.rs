@@ -16,7 +16,7 @@ use multiversion::multiversion;
 use rayon::prelude::*;
 
 use super::kernels::{Epilogue, Geometry, Phases, split_phases, sum_parts};
-use super::wide::{LANES, TAPS, Wide, copy_row, lanes};
+use super::wide::{LANES, TAPS, Wide, lanes, narrow_rows};
 use crate::ops::output;
 use crate::ops::scratch::with_scratch;
 
@@ -179,10 +179,7 @@ fn correlate_image(
         for b in 0..BLOCK.min(outs - block * BLOCK) {
             let c = block * BLOCK + b;
             let map = &mut maps[c * plane..(c + 1) * plane];
-            let rows = map.chunks_exact_mut(sweep.out_w);
-            for (oy, row) in rows.enumerate() {
-                copy_row(row, &wide_out[b * wide + oy * sweep.row_width..]);
-            }
+            narrow_rows(&wide_out[b * wide..], sweep.row_width, sweep.out_w, map);
             post.apply_map(map, c);
         }
     }

@@ -125,8 +125,7 @@ fn winograd_layer_matches_burn() {
     let case = Case::new([2, 64, 24, 23], 64, 3, 1, 1).with_bias();
     let pool = rayon::ThreadPoolBuilder::new().num_threads(2).build();
     pool.expect("a thread pool").install(|| {
-        assert!(super::winograd::applies(&geometry_of(&case)));
-        assert_matches_burn(&case);
+        assert_chosen_and_matches_burn(&[case], super::winograd::applies, "Winograd");
     });
 }
 
@@ -298,24 +297,31 @@ fn conv_relu_matches_burn_at_inference_and_in_training() {
     }
 }
 
+/// Asserts that `chosen` picks the kernels under test for every case, then checks each
+/// against Burn.
+fn assert_chosen_and_matches_burn(
+    cases: &[Case],
+    chosen: fn(&super::kernels::Geometry) -> bool,
+    kernels: &str,
+) {
+    for case in cases {
+        assert!(chosen(&geometry_of(case)), "{kernels} for {:?}", case.input);
+        assert_matches_burn(case);
+    }
+}
+
 #[test]
 fn direct_kernels_for_few_output_channels() {
     // At least 8 inputs to at most 8 outputs, a batch of more images than threads: the
     // direct kernels, with valid, same and wider padding, a partial block of outputs, odd
     // sizes, bias.
     let batch = rayon::current_num_threads() + 1;
-    for case in [
+    let cases = [
         Case::new([batch, 8, 11, 9], 8, 3, 1, 0),
         Case::new([batch, 9, 6, 7], 7, 3, 1, 1).with_bias(),
         Case::new([batch, 12, 5, 19], 3, 3, 1, 2),
-    ] {
-        assert!(
-            super::direct::applies(&geometry_of(&case)),
-            "direct kernels for {:?}",
-            case.input
-        );
-        assert_matches_burn(&case);
-    }
+    ];
+    assert_chosen_and_matches_burn(&cases, super::direct::applies, "direct kernels");
 }
 
 #[test]
@@ -326,19 +332,17 @@ fn channels_last_gradients() {
     let batch = rayon::current_num_threads() + 1;
     let mut dilated = Case::new([batch, 16, 9, 10], 4, 3, 1, 2);
     dilated.options.dilation = [2, 2];
-    for case in [
+    let cases = [
         Case::new([batch, 16, 9, 7], 6, 3, 2, 1),
         Case::new([batch, 32, 8, 8], 5, 3, 2, 0).with_bias(),
         Case::new([batch, 16, 6, 5], 7, 3, 1, 1),
         dilated,
-    ] {
-        assert!(
-            super::channels_last::applies(&geometry_of(&case)),
-            "channels-last gradients for {:?}",
-            case.input
-        );
-        assert_matches_burn(&case);
-    }
+    ];
+    assert_chosen_and_matches_burn(
+        &cases,
+        super::channels_last::applies,
+        "channels-last gradients",
+    );
 }
 
 #[test]
@@ -346,16 +350,14 @@ fn direct_forward_at_stride_two() {
     // 3×3 stride-2 convolutions from at least 8 inputs at a batch of more images than threads:
     // same and valid padding, odd and even sizes, whole and partial blocks of 8 outputs, bias.
     let batch = rayon::current_num_threads() + 1;
-    for case in [
+    let cases = [
         Case::new([batch, 8, 9, 7], 5, 3, 2, 1),
         Case::new([batch, 16, 8, 8], 9, 3, 2, 0),
         Case::new([batch, 12, 13, 11], 16, 3, 2, 1).with_bias(),
-    ] {
-        assert!(
-            super::direct::strided_applies(&geometry_of(&case)),
-            "the stride-2 direct forward for {:?}",
-            case.input
-        );
-        assert_matches_burn(&case);
-    }
+    ];
+    assert_chosen_and_matches_burn(
+        &cases,
+        super::direct::strided_applies,
+        "the stride-2 direct forward",
+    );
 }

@@ -107,9 +107,14 @@ impl Wide {
 
     /// One output map's values from its wide plane.
     pub(super) fn narrow(&self, wide: &[f32], map: &mut [f32]) {
-        for (oy, row) in map.chunks_exact_mut(self.out[1]).enumerate() {
-            copy_row(row, &wide[oy * self.width..]);
-        }
+        narrow_rows(wide, self.width, self.out[1], map);
+    }
+}
+
+/// `map`'s rows of `out_w` values from a wide plane whose rows are `row_width` apart.
+pub(super) fn narrow_rows(wide: &[f32], row_width: usize, out_w: usize, map: &mut [f32]) {
+    for (oy, row) in map.chunks_exact_mut(out_w).enumerate() {
+        copy_row(row, &wide[oy * row_width..]);
     }
 }
 
@@ -118,7 +123,7 @@ impl Wide {
 /// most of the copying of 44-value rows (mini-Xception's depthwise layers spent 7 % of a
 /// training step in it).
 #[inline(always)]
-pub(super) fn copy_row(dst: &mut [f32], src: &[f32]) {
+fn copy_row(dst: &mut [f32], src: &[f32]) {
     let n = dst.len().min(src.len());
     let (dst, src) = (&mut dst[..n], &src[..n]);
     if n < LANES {

@@ -62,6 +62,10 @@ pub(super) fn runs_mut<const K: usize>(
     })
 }
 
+/// Tiles a row below which [`tile_columns`] gathers value by value: on 12² and 6² maps (three
+/// and two tiles) splitting into phases costs more to set up than it saves.
+const SHORT_ROW_TILES: usize = 4;
+
 /// `out += values`.
 #[inline(always)]
 fn add(out: &mut [f32], values: &[f32]) {
@@ -111,6 +115,16 @@ fn tile_columns<const M: usize, const N: usize, T: Points<M, N>>(
     (stride, at): (usize, usize),
     cols: usize,
 ) {
+    if cols < SHORT_ROW_TILES {
+        let row = &row[..M * cols + 2];
+        for k in 0..N {
+            let run = &mut columns[k * stride + at..][..cols];
+            for (t, v) in run.iter_mut().enumerate() {
+                *v = row[M * t + k];
+            }
+        }
+        return;
+    }
     let (first, rest) = columns.split_at_mut(M * stride);
     let mut phases = runs_mut::<M>(first, at, stride, cols);
     T::deinterleave(&row[..M * cols], phases.each_mut().map(|p| &mut **p));
@@ -149,7 +163,7 @@ pub(super) fn buffer_len(tiles: &Tiling) -> usize {
     let (m, n_side) = (tiles.m, tiles.m + 2);
     let (cols, width) = (tiles.cols, m * tiles.cols + 2);
     let n = tiles.images * tiles.band_rows * cols;
-    let input = (m * tiles.band_rows + 2) * width + n_side * width + n_side * n_side * n;
+    let input = (m * tiles.band_rows + 2) * width + 2 * n_side * n_side * n;
     let scatter = 2 * n_side * n_side * n + width;
     input.max(scatter).max((n_side * m + m * m) * n)
 }
@@ -164,9 +178,10 @@ fn first_tile(image: usize, local: usize, band: &Range<usize>, cols: usize) -> u
 /// `V = Bᵀ·d·B` for every `N × N` tile `d` of one channel's input planes, one per image
 /// (zeros outside them), tile rows `band`.
 ///
-/// The `N` columns of every tile of the band, in all its images, are `N` runs (see
-/// [`tile_columns`]), so that Bᵀ along the rows is `N` passes over all the tiles however small
-/// the maps.
+/// The `N` columns of every tile of the band, in all its images, are `N` runs for each of a
+/// tile's `N` rows (see [`tile_columns`]), so that Bᵀ down the tiles and then along them are
+/// `2·N` passes over all the tiles however small the maps. (Bᵀ down a tile row's padded rows
+/// first, before splitting them, ran over rows of 14 values on 12² maps: scalar code.)
 #[multiversion(targets = "simd")]
 pub(super) fn input_transform<const M: usize, const N: usize, T: Points<M, N>>(
     planes: &[&[f32]],
@@ -182,8 +197,8 @@ pub(super) fn input_transform<const M: usize, const N: usize, T: Points<M, N>>(
     let (width, height) = (M * cols + 2, M * band.len() + 2);
     let n = planes.len() * band.len() * cols;
     let (padded, rest) = buf.split_at_mut(height * width);
-    let (rows, columns) = rest.split_at_mut(N * width);
-    let columns = &mut columns[..N * N * n];
+    let (columns, rest) = rest.split_at_mut(N * N * n);
+    let down = &mut rest[..N * N * n];
     let top = M * band.start;
     for (image, plane) in planes.iter().enumerate() {
         padded.fill(0.0);
@@ -193,26 +208,26 @@ pub(super) fn input_transform<const M: usize, const N: usize, T: Points<M, N>>(
             };
             padded[row * width + pad_x..][..in_w].copy_from_slice(line);
         }
-        // Bᵀ down each tile row's N padded rows; every result row i into the tile columns
-        // columns[i][k].
+        // Row a of every tile of a tile row, split into the tile columns: columns[a][k].
         for local in 0..band.len() {
-            T::bt(
-                runs(padded, M * local * width, width, width),
-                runs_mut(rows, 0, width, width),
-            );
             let at = first_tile(image, local, &band, cols);
-            for (i, row) in rows.chunks_exact(width).enumerate() {
-                tile_columns::<M, N, T>(row, &mut columns[i * N * n..], (n, at), cols);
+            let rows = padded[M * local * width..].chunks_exact(width).take(N);
+            for (a, row) in rows.enumerate() {
+                tile_columns::<M, N, T>(row, &mut columns[a * N * n..], (n, at), cols);
             }
         }
+    }
+    // Bᵀ down each tile column k: down[i][k].
+    for k in 0..N {
+        T::bt(
+            runs(columns, k * n, N * n, n),
+            runs_mut(down, k * n, N * n, n),
+        );
     }
     // Bᵀ along the rows.
     for i in 0..N {
         let mut out = v.rows(N * i, 0, n);
-        T::bt(
-            runs(columns, i * N * n, n, n),
-            array::from_fn(|_| out.next()),
-        );
+        T::bt(runs(down, i * N * n, n, n), array::from_fn(|_| out.next()));
     }
 }
 

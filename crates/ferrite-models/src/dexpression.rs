@@ -18,7 +18,7 @@ use burn::nn::{
 use burn::prelude::*;
 
 use crate::blocks::{conv_macs, flatten, linear_macs, out_side, pad1};
-use crate::ops::{batch_norm, conv, dropout, max_pool};
+use crate::ops::{batch_norm, conv, dropout, max_pool, norm_pool};
 
 const FEATEX_OUT: usize = 208 + 64;
 
@@ -68,10 +68,7 @@ impl FeatEx {
     fn forward(&self, x: Tensor<4>) -> Tensor<4> {
         let a = conv::forward_relu(&self.conv3x3, conv::forward_relu(&self.reduce, x.clone()));
         let b = conv::forward_relu(&self.project, max_pool::forward(&self.branch_pool, x));
-        max_pool::forward(
-            &self.pool,
-            batch_norm::forward(&self.norm, Tensor::cat(vec![a, b], 1), false),
-        )
+        norm_pool::forward(&self.norm, &self.pool, [a, b])
     }
 
     fn macs(&self, side: usize) -> u64 {

@@ -14,14 +14,14 @@ use burn::prelude::*;
 use multiversion::multiversion;
 use rayon::prelude::*;
 
-use super::{Route, contiguous, every_nth, f32s, flex_tensor, min_items, operand, output, route};
+use super::{Route, contiguous, every_nth, f32s, flex_tensor, operand, output, route};
 
 /// Shapes of one pooling.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Window {
+pub(crate) struct Window {
     planes: usize,
-    in_size: [usize; 2],
-    out_size: [usize; 2],
+    pub(crate) in_size: [usize; 2],
+    pub(crate) out_size: [usize; 2],
     kernel: [usize; 2],
     stride: [usize; 2],
     pad: [usize; 2],
@@ -43,18 +43,18 @@ impl Window {
             .collect()
     }
 
-    fn in_plane(&self) -> usize {
+    pub(crate) fn in_plane(&self) -> usize {
         self.in_size[0] * self.in_size[1]
     }
 
-    fn out_plane(&self) -> usize {
+    pub(crate) fn out_plane(&self) -> usize {
         self.out_size[0] * self.out_size[1]
     }
 }
 
 /// `pool(x)`, as `MaxPool2d::forward`.
 pub fn forward(pool: &MaxPool2d, x: Tensor<4>) -> Tensor<4> {
-    let Some(window) = window(pool, &x) else {
+    let Some(window) = window(pool, x.dims()) else {
         return pool.forward(x);
     };
     match route(&[operand(&x)]) {
@@ -68,8 +68,8 @@ pub fn forward(pool: &MaxPool2d, x: Tensor<4>) -> Tensor<4> {
     }
 }
 
-fn window(pool: &MaxPool2d, x: &Tensor<4>) -> Option<Window> {
-    let [batch, channels, h, w] = x.dims();
+/// The pooling of `pool` over inputs of `dims`, when these kernels cover it.
+pub(crate) fn window(pool: &MaxPool2d, [batch, channels, h, w]: [usize; 4]) -> Option<Window> {
     let pad = match pool.padding {
         PaddingConfig2d::Valid => [0, 0],
         PaddingConfig2d::Explicit(top, left, bottom, right) if top == bottom && left == right => {
@@ -111,37 +111,43 @@ fn out_dims(w: &Window, x: &burn::backend::flex::FlexTensor) -> [usize; 4] {
 /// split into their stride phases, so that for every kernel tap the inputs of *all* outputs of
 /// the stack form one contiguous run. The pooling is then one long vectorised compare per tap
 /// (nine for 3×3), whatever the planes' size; taps in row-major order keep "first" meaning
-/// what it does in a per-window scan. The positions are only found when `track` (for the
-/// backward); without, the positions returned are empty.
+/// what it does in a per-window scan. When `track` (for the backward), the winning taps are
+/// returned as each stack's run of `grid.run` taps (see [`unpool_grad`]); without, empty.
 fn pool_planes(x: &[f32], w: &Window, track: bool) -> (Vec<f32>, Vec<u8>) {
-    // Stacks of about 16 k input values: DeXpression's planes are 36 to 576 values, and one
-    // plane per pass spent more time starting passes than comparing.
-    let stack = ((1 << 14) / w.in_plane().max(1)).clamp(1, w.planes.max(1));
+    let planes: Vec<&[f32]> = x.chunks_exact(w.in_plane().max(1)).collect();
+    pool_plane_list(&planes, None, w, track)
+}
+
+/// [`pool_planes`] over planes given one by one, each negated first where `negated` says so
+/// (to take minima: see `norm_pool`).
+pub(crate) fn pool_plane_list(
+    planes: &[&[f32]],
+    negated: Option<&[bool]>,
+    w: &Window,
+    track: bool,
+) -> (Vec<f32>, Vec<u8>) {
+    let stack = stack_len(w);
     let grid = PhaseGrid::of(w, stack);
     let out_w = w.out_size[1];
     let mut y = vec![0.0; w.planes * w.out_plane()];
-    let mut taps = vec![NO_TAP; if track { y.len() } else { 0 }];
-    let chunk = stack * w.out_plane();
+    let stacks = w.planes.div_ceil(stack);
+    let mut taps = vec![NO_TAP; if track { stacks * grid.run } else { 0 }];
     // Without tracking, every stack gets an empty slice of `taps`.
     let mut tap_chunks: Vec<&mut [u8]> = if track {
-        taps.chunks_mut(chunk).collect()
+        taps.chunks_mut(grid.run).collect()
     } else {
-        (0..w.planes.div_ceil(stack)).map(|_| &mut [][..]).collect()
+        (0..stacks).map(|_| &mut [][..]).collect()
     };
-    y.par_chunks_mut(chunk)
+    y.par_chunks_mut(stack * w.out_plane())
         .zip(tap_chunks.par_iter_mut())
         .enumerate()
         .for_each_init(
-            || {
-                let scratch = vec![0u8; if track { grid.run } else { 0 }];
-                (vec![0.0f32; grid.len()], vec![0.0f32; grid.run], scratch)
-            },
-            |(phases, best, tap), (n, (y, taps))| {
-                let first = n * stack * w.in_plane();
-                let planes = y.len() / w.out_plane();
-                grid.fill(&x[first..first + planes * w.in_plane()], w, phases);
+            || (vec![0.0f32; grid.len()], vec![0.0f32; grid.run]),
+            |(phases, best), (n, (y, tap))| {
+                let these = n * stack..n * stack + y.len() / w.out_plane();
+                let negated = negated.map(|flags| &flags[these.clone()]);
+                grid.fill(&planes[these.clone()], negated, w, phases);
                 best.fill(f32::NEG_INFINITY);
-                tap.fill(NO_TAP);
                 for (t, start) in grid.taps(w) {
                     let src = &phases[start..start + grid.run];
                     if track {
@@ -150,18 +156,19 @@ fn pool_planes(x: &[f32], w: &Window, track: bool) -> (Vec<f32>, Vec<u8>) {
                         max_run(best, src);
                     }
                 }
-                for (row, y) in grid.output_rows(w, planes).zip(y.chunks_exact_mut(out_w)) {
-                    y.copy_from_slice(&best[row..][..out_w]);
-                }
-                for (row, taps) in grid
-                    .output_rows(w, planes)
-                    .zip(taps.chunks_exact_mut(out_w))
-                {
-                    taps.copy_from_slice(&tap[row..][..out_w]);
+                let rows = grid.output_rows(w, these.len());
+                for (row, y) in rows.zip(y.chunks_exact_mut(out_w)) {
+                    copy_row(y, &best[row..][..out_w]);
                 }
             },
         );
     (y, taps)
+}
+
+/// Planes per stack: about 16 k input values. DeXpression's planes are 36 to 576 values, and
+/// one plane per pass spent more time starting passes than comparing.
+pub(crate) fn stack_len(w: &Window) -> usize {
+    ((1 << 14) / w.in_plane().max(1)).clamp(1, w.planes.max(1))
 }
 
 /// No tap has won yet (or all were −∞).
@@ -221,13 +228,15 @@ impl PhaseGrid {
         self.stride[0] * self.stride[1] * self.height * self.width
     }
 
-    /// Lays the stack of `planes` out on the grid (everything else −∞). No divisions per
-    /// row: on the small maps of DeXpression they were most of the pooling's time.
-    fn fill(&self, planes: &[f32], w: &Window, phases: &mut [f32]) {
+    /// Lays a stack of planes out on the grid (everything else −∞), negating those that
+    /// `negated` marks. No divisions per row: on the small maps of DeXpression they were most
+    /// of the pooling's time.
+    fn fill(&self, planes: &[&[f32]], negated: Option<&[bool]>, w: &Window, phases: &mut [f32]) {
         let [sy, sx] = self.stride;
         let block_len = self.height * self.width;
         phases.fill(f32::NEG_INFINITY);
-        for (i, plane) in planes.chunks_exact(w.in_plane()).enumerate() {
+        for (i, plane) in planes.iter().enumerate() {
+            let negate = negated.is_some_and(|flags| flags[i]);
             // Padded row r = i·block + pad + iy sits in block row r mod sy, at r / sy.
             let top = i * self.block + w.pad[0];
             let (mut row_phase, mut block_row) = (top % sy, top / sy);
@@ -238,9 +247,12 @@ impl PhaseGrid {
                     let src = row.get(first..).unwrap_or_default();
                     let dst = &mut phases[start..start + src.len().div_ceil(sx)];
                     if sx == 1 {
-                        dst.copy_from_slice(src);
+                        copy_row(dst, src);
                     } else {
-                        every_nth(dst, src, sx);
+                        every_nth_of_row(dst, src, sx);
+                    }
+                    if negate {
+                        dst.iter_mut().for_each(|v| *v = -*v);
                     }
                 }
                 row_phase += 1;
@@ -306,37 +318,129 @@ fn max_run(best: &mut [f32], src: &[f32]) {
     }
 }
 
-/// Each output gradient added onto the input its maximum came from (its winning tap's).
+/// Each output gradient added onto the input its maximum came from (its winning tap's), a
+/// stack of planes per task.
 fn unpool_grad(dy: &[f32], taps: &[u8], w: &Window) -> Vec<f32> {
-    let offsets = w.tap_offsets();
-    let [out_w, in_w] = [w.out_size[1], w.in_size[1]];
+    let unpool = Unpool::new(w);
     output::par_chunks(
         w.planes * w.in_plane(),
-        w.in_plane(),
-        min_items(w.in_plane()),
-        |p, dx| {
-            let range = p * w.out_plane()..(p + 1) * w.out_plane();
-            let rows = dy[range.clone()]
-                .chunks_exact(out_w)
-                .zip(taps[range].chunks_exact(out_w));
-            for (oy, (grads, taps)) in rows.enumerate() {
+        unpool.stack * w.in_plane(),
+        1,
+        |n, dx| {
+            let mut planes: Vec<&mut [f32]> = dx.chunks_exact_mut(w.in_plane()).collect();
+            unpool.stack_onto(n, dy, taps, &mut planes, |_| 1.0);
+        },
+    )
+}
+
+/// The backward of [`pool_plane_list`], a stack at a time.
+pub(crate) struct Unpool<'a> {
+    window: &'a Window,
+    grid: PhaseGrid,
+    offsets: Vec<isize>,
+    /// Planes per stack.
+    pub(crate) stack: usize,
+}
+
+impl<'a> Unpool<'a> {
+    pub(crate) fn new(window: &'a Window) -> Self {
+        let stack = stack_len(window);
+        Self {
+            window,
+            grid: PhaseGrid::of(window, stack),
+            offsets: window.tap_offsets(),
+            stack,
+        }
+    }
+
+    /// Adds stack `n`'s output gradients (of all of `dy`), each times its plane's `gain`, onto
+    /// the inputs in `planes` (that stack's) their maxima came from; the taps are the
+    /// forward's.
+    pub(crate) fn stack_onto(
+        &self,
+        n: usize,
+        dy: &[f32],
+        taps: &[u8],
+        planes: &mut [&mut [f32]],
+        gain: impl Fn(usize) -> f32,
+    ) {
+        let w = self.window;
+        let (out_w, in_w) = (w.out_size[1], w.in_size[1]);
+        let dy = &dy[n * self.stack * w.out_plane()..][..planes.len() * w.out_plane()];
+        let taps = &taps[n * self.grid.run..][..self.grid.run];
+        let mut rows = self
+            .grid
+            .output_rows(w, planes.len())
+            .zip(dy.chunks_exact(out_w));
+        for (i, dx) in planes.iter_mut().enumerate() {
+            let k = gain(i);
+            for (oy, (row, grads)) in rows.by_ref().take(w.out_size[0]).enumerate() {
                 let corner = (oy * w.stride[0] * in_w) as isize;
-                for (ox, (&g, &t)) in grads.iter().zip(taps).enumerate() {
+                for (ox, (&g, &t)) in grads.iter().zip(&taps[row..][..out_w]).enumerate() {
                     // NO_TAP (a window of only −∞) has no offset: its gradient is dropped.
-                    if let Some(d) = offsets.get(t as usize) {
-                        dx[(corner + (ox * w.stride[1]) as isize + d) as usize] += g;
+                    if let Some(d) = self.offsets.get(t as usize) {
+                        dx[(corner + (ox * w.stride[1]) as isize + d) as usize] += k * g;
                     }
                 }
             }
-        },
-    )
+        }
+    }
+}
+
+/// `dst.copy_from_slice(src)`, with fixed-size moves for the row widths of our models' maps:
+/// `copy_from_slice` calls `memcpy` for each row, which for 6 or 12 values costs more than
+/// the copy.
+#[inline(always)]
+fn copy_row<T: Copy>(dst: &mut [T], src: &[T]) {
+    #[inline(always)]
+    fn fixed<T: Copy, const N: usize>(dst: &mut [T], src: &[T]) -> bool {
+        let (Ok(dst), Ok(src)) = (<&mut [T; N]>::try_from(dst), <&[T; N]>::try_from(src)) else {
+            return false;
+        };
+        *dst = *src;
+        true
+    }
+    let done = match src.len() {
+        3 => fixed::<T, 3>(dst, src),
+        6 => fixed::<T, 6>(dst, src),
+        7 => fixed::<T, 7>(dst, src),
+        8 => fixed::<T, 8>(dst, src),
+        12 => fixed::<T, 12>(dst, src),
+        14 => fixed::<T, 14>(dst, src),
+        24 => fixed::<T, 24>(dst, src),
+        48 => fixed::<T, 48>(dst, src),
+        _ => false,
+    };
+    if !done {
+        dst.copy_from_slice(src);
+    }
+}
+
+/// `dst[k] = src[k·step]`, `dst` holding `src.len().div_ceil(step)` values; stride-2 rows of
+/// our models' half map widths in fixed-size loops (as [`copy_row`]).
+#[inline(always)]
+fn every_nth_of_row(dst: &mut [f32], src: &[f32], step: usize) {
+    #[inline(always)]
+    fn pairs<const N: usize>(dst: &mut [f32], src: &[f32]) {
+        let (dst, src) = (&mut dst[..N], &src[..2 * N - 1]);
+        for k in 0..N {
+            dst[k] = src[2 * k];
+        }
+    }
+    match (step, dst.len()) {
+        (2, 3) => pairs::<3>(dst, src),
+        (2, 6) => pairs::<6>(dst, src),
+        (2, 12) => pairs::<12>(dst, src),
+        (2, 24) => pairs::<24>(dst, src),
+        _ => every_nth(dst, src, step),
+    }
 }
 
 #[derive(Debug)]
 struct MaxPoolBackward;
 
 impl Backward<Flex, 1> for MaxPoolBackward {
-    /// Each output's winning tap, and the input's shape.
+    /// Each stack's winning taps on its runs, and the input's shape.
     type State = (Vec<u8>, Window, [usize; 4]);
 
     fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
@@ -431,6 +535,16 @@ mod tests {
         // 500 planes of 72 values: stacks of 227, 227 and 46.
         assert_matches_burn_on([5, 100, 9, 8], 3, 2, 1, 1);
         assert_matches_burn_on([5, 100, 9, 8], 3, 1, 1, 1);
+    }
+
+    #[test]
+    fn rows_copied_in_fixed_sizes() {
+        // DeXpression's and VGG's map widths, whose rows take fixed-size copies.
+        for side in [6, 12, 24] {
+            assert_matches_burn_on([2, 3, side, side], 3, 2, 1, 1);
+            assert_matches_burn_on([2, 3, side, side], 3, 1, 1, 1);
+            assert_matches_burn_on([2, 3, side, side], 2, 2, 0, 1);
+        }
     }
 
     #[test]

@@ -27,6 +27,7 @@ pub mod batch_norm;
 pub mod conv;
 pub mod dropout;
 pub mod max_pool;
+pub mod norm_pool;
 mod output;
 mod scratch;
 #[cfg(test)]

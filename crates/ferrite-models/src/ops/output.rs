@@ -44,6 +44,50 @@ where
     par_chunks_init(len, chunk, min_chunks, || (), |_, i, part| fill(i, part))
 }
 
+/// New `[batch, channels[k], plane]` vectors, one per part, filled in parallel `stack` planes
+/// at a time in the order of the parts' concatenation along channels (image by image: its
+/// planes of part 0, then of part 1, ...): `fill(n, planes)` gets stack `n`'s planes zeroed.
+pub(crate) fn par_concat_planes<const K: usize, F>(
+    batch: usize,
+    channels: [usize; K],
+    plane: usize,
+    stack: usize,
+    fill: F,
+) -> [Vec<f32>; K]
+where
+    F: Fn(usize, &mut [&mut [f32]]) + Sync + Send,
+{
+    let lens = channels.map(|c| batch * c * plane);
+    let mut parts: [Vec<f32>; K] = lens.map(Vec::with_capacity);
+    {
+        let mut by_part: Vec<_> = parts
+            .iter_mut()
+            .zip(lens)
+            .map(|(part, len)| part.spare_capacity_mut()[..len].chunks_exact_mut(plane.max(1)))
+            .collect();
+        let mut planes = Vec::with_capacity(batch * channels.iter().sum::<usize>());
+        for _ in 0..batch {
+            for (part, &c) in by_part.iter_mut().zip(&channels) {
+                planes.extend(part.by_ref().take(c));
+            }
+        }
+        planes
+            .par_chunks_mut(stack.max(1))
+            .enumerate()
+            .for_each(|(n, stack)| {
+                let mut stack: Vec<&mut [f32]> = stack.iter_mut().map(|p| zeroed(p)).collect();
+                fill(n, &mut stack);
+            });
+    }
+    for (part, len) in parts.iter_mut().zip(lens) {
+        // SAFETY: the planes cover each part's first `len` values (`len` is a whole number
+        // of planes), `for_each` visited every stack (a panic in `fill` unwinds past this
+        // line) and `zeroed` initialised each plane before `fill` ran.
+        unsafe { part.set_len(len) };
+    }
+    parts
+}
+
 /// `part`, set to zeros, as initialised values.
 fn zeroed(part: &mut [MaybeUninit<f32>]) -> &mut [f32] {
     part.fill(MaybeUninit::new(0.0));
@@ -68,5 +112,19 @@ mod tests {
             let want: Vec<f32> = (0..len).map(|i| i as f32).collect();
             assert_eq!(values, want, "{len} values in chunks of {chunk}");
         }
+    }
+
+    #[test]
+    fn concatenated_planes_arrive_zeroed_in_order() {
+        // 2 images, parts of 3 and 1 channels, planes of 2 values, stacks of 3 planes.
+        let [a, b] = par_concat_planes(2, [3, 1], 2, 3, |n, planes| {
+            for (i, plane) in planes.iter_mut().enumerate() {
+                assert!(plane.iter().all(|&v| v == 0.0), "plane {i} of stack {n}");
+                plane.fill((n * 3 + i) as f32);
+            }
+        });
+        // Concatenated order: image 0's a0 a1 a2 b0, then image 1's.
+        assert_eq!(a, [0., 0., 1., 1., 2., 2., 4., 4., 5., 5., 6., 6.]);
+        assert_eq!(b, [3., 3., 7., 7.]);
     }
 }

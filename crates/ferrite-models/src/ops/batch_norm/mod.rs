@@ -2,7 +2,7 @@
 //! pass and the normalisation in another, instead of Burn's default of a dozen element-wise
 //! passes and transposing copies; at inference, one fused multiply-add per value.
 
-mod kernels;
+pub(crate) mod kernels;
 
 use burn::backend::Flex;
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
@@ -76,7 +76,12 @@ fn dims(l: &Layout, x: &FlexTensor) -> [usize; 4] {
     [l.batch, l.channels, shape[2], shape[3]]
 }
 
-fn scale_shift(gamma: &[f32], beta: &[f32], mean: &[f32], inv_std: &[f32]) -> (Vec<f32>, Vec<f32>) {
+pub(crate) fn scale_shift(
+    gamma: &[f32],
+    beta: &[f32],
+    mean: &[f32],
+    inv_std: &[f32],
+) -> (Vec<f32>, Vec<f32>) {
     let scale: Vec<f32> = gamma.iter().zip(inv_std).map(|(g, s)| g * s).collect();
     let shift = beta
         .iter()
@@ -169,7 +174,7 @@ fn train(norm: &BatchNorm, x: Tensor<4>, relu: bool) -> Tensor<4> {
 }
 
 /// `running ← running·(1 − momentum) + batch·momentum`, for mean and (biased) variance.
-fn update_running(norm: &BatchNorm, mean: Vec<f32>, var: Vec<f32>, device: &Device) {
+pub(crate) fn update_running(norm: &BatchNorm, mean: Vec<f32>, var: Vec<f32>, device: &Device) {
     let blend = |running: Tensor<1>, batch: Vec<f32>| {
         let channels = batch.len();
         let batch = Tensor::<1>::from_data(TensorData::new(batch, [channels]), &running.device());

@@ -1,0 +1,342 @@
+//! Concatenation, batch norm and max pooling as one op in training (DeXpression's FeatEx
+//! tail). Batch norm maps each channel by `a·x + b`, and max pooling commutes with that map
+//! where `a ≥ 0` (where `a < 0` it takes the minimum instead). So the op takes the batch
+//! statistics of the parts, pools the parts themselves (negated where `a < 0`) and normalises
+//! the pooled map, a quarter of the size after a stride-2 pool: neither the concatenation nor
+//! the full-size normalised map is written. The backward needs the full map's gradient only
+//! where each window's maximum was: batch norm's two per-channel sums come from the pooled
+//! map, and one pass per plane writes each part's input gradient.
+
+use burn::backend::Flex;
+use burn::backend::autodiff::checkpoint::base::Checkpointer;
+use burn::backend::autodiff::checkpoint::strategy::NoCheckpointing;
+use burn::backend::autodiff::grads::Gradients;
+use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
+use burn::backend::autodiff::{Autodiff, NodeId};
+use burn::backend::flex::FlexTensor;
+use burn::nn::BatchNorm;
+use burn::nn::pool::MaxPool2d;
+use burn::prelude::*;
+use multiversion::multiversion;
+use rayon::prelude::*;
+
+use super::batch_norm::kernels::{Layout, channel_stats};
+use super::batch_norm::{self, scale_shift, update_running};
+use super::max_pool::{self, Unpool, Window, pool_plane_list};
+use super::{
+    Route, affine_into, contiguous, f32s, flex_tensor, host_f32, lane_sums2, min_items, operand,
+    output, route,
+};
+
+type Tracked = Autodiff<Flex>;
+
+/// `pool(norm(cat([a, b], 1)))`, exactly as the three ops one after another, which run
+/// instead outside training on burn-flex.
+pub fn forward(norm: &BatchNorm, pool: &MaxPool2d, [a, b]: [Tensor<4>; 2]) -> Tensor<4> {
+    let training = a.device().is_autodiff() && norm.training.is_enabled();
+    let ([batch, ca, h, w], [batch_b, cb, h_b, w_b]) = (a.dims(), b.dims());
+    let fits = [batch, h, w] == [batch_b, h_b, w_b] && norm.gamma.dims() == [ca + cb];
+    let window = max_pool::window(pool, [batch, ca + cb, h, w]);
+    let operands = [
+        operand(&a),
+        operand(&b),
+        operand(&norm.gamma.val()),
+        operand(&norm.beta.val()),
+    ];
+    match (training && fits, window, route(&operands)) {
+        (true, Some(window), Route::TrackedFlex) => train(norm, window, a, b),
+        _ => max_pool::forward(
+            pool,
+            batch_norm::forward(norm, Tensor::cat(vec![a, b], 1), false),
+        ),
+    }
+}
+
+/// What the forward keeps for the backward.
+#[derive(Debug, Clone)]
+struct Saved {
+    parts: [Layout; 2],
+    window: Window,
+    mean: Vec<f32>,
+    inv_std: Vec<f32>,
+    /// Batch norm's `a = γ/√(σ² + ε)` per channel.
+    scale: Vec<f32>,
+    /// Each window's maximum of the negated-where-`a < 0` input, and where it was.
+    maxima: Vec<f32>,
+    taps: Vec<u8>,
+}
+
+fn train(norm: &BatchNorm, window: Window, a: Tensor<4>, b: Tensor<4>) -> Tensor<4> {
+    let device = a.device();
+    let ([batch, ca, h, w], cb) = (a.dims(), b.dims()[1]);
+    let parts = [ca, cb].map(|channels| Layout {
+        batch,
+        channels,
+        plane: h * w,
+    });
+    let (gamma, beta) = (host_f32(norm.gamma.val()), host_f32(norm.beta.val()));
+    let tracked = |t: Tensor<4>| {
+        t.try_into_primitive::<Tracked>()
+            .expect("routed as tracked flex")
+    };
+    let tracked_param = |t: Tensor<1>| {
+        t.try_into_primitive::<Tracked>()
+            .expect("routed as tracked flex")
+    };
+    let (a, b) = (tracked(a), tracked(b));
+    let (gamma_t, beta_t) = (
+        tracked_param(norm.gamma.val()),
+        tracked_param(norm.beta.val()),
+    );
+    let inputs = [contiguous(a.primitive()), contiguous(b.primitive())];
+    let inputs = [f32s(&inputs[0]), f32s(&inputs[1])];
+
+    let (mut mean, mut var) = (Vec::new(), Vec::new());
+    for (x, l) in inputs.iter().zip(&parts) {
+        let (m, v) = channel_stats(x, l);
+        mean.extend(m);
+        var.extend(v);
+    }
+    let inv_std: Vec<f32> = var
+        .iter()
+        .map(|v| 1.0 / (v + norm.epsilon as f32).sqrt())
+        .collect();
+    let (scale, shift) = scale_shift(&gamma, &beta, &mean, &inv_std);
+
+    let channels = ca + cb;
+    let planes = concatenated_planes(inputs, &parts);
+    let negated: Vec<bool> = (0..planes.len())
+        .map(|p| scale[p % channels] < 0.0)
+        .collect();
+    let (maxima, taps) = pool_plane_list(&planes, Some(&negated), &window, true);
+    // |a|·max(±x) + b = max(a·x + b) exactly: IEEE products are symmetric in sign.
+    let out_plane = window.out_plane();
+    let y = output::par_chunks(maxima.len(), out_plane, min_items(out_plane), |p, out| {
+        let c = p % channels;
+        affine_into(
+            out,
+            &maxima[p * out_plane..],
+            scale[c].abs(),
+            shift[c],
+            false,
+        );
+    });
+    let output = flex_tensor(y, [batch, channels, window.out_size[0], window.out_size[1]]);
+    let saved = Saved {
+        parts,
+        window,
+        mean: mean.clone(),
+        inv_std,
+        scale,
+        maxima,
+        taps,
+    };
+
+    let y = match NormPoolBackward
+        .prepare::<NoCheckpointing>([a.node(), b.node(), gamma_t.node(), beta_t.node()])
+        .compute_bound()
+        .stateful()
+    {
+        OpsKind::Tracked(mut prep) => {
+            let inputs = [prep.checkpoint(&a), prep.checkpoint(&b)];
+            prep.finish((inputs, saved), output)
+        }
+        OpsKind::UnTracked(prep) => prep.finish(output),
+    };
+    update_running(norm, mean, var, &device);
+    Tensor::from_primitive::<Tracked>(y)
+}
+
+/// The planes of the parts' concatenation along channels, in its order.
+fn concatenated_planes<'a>(inputs: [&'a [f32]; 2], parts: &[Layout; 2]) -> Vec<&'a [f32]> {
+    let plane = parts[0].plane.max(1);
+    let mut by_part = inputs.map(|x| x.chunks_exact(plane));
+    let mut planes = Vec::with_capacity(inputs[0].len() / plane + inputs[1].len() / plane);
+    for _ in 0..parts[0].batch {
+        for (part, l) in by_part.iter_mut().zip(parts) {
+            planes.extend(part.by_ref().take(l.channels));
+        }
+    }
+    planes
+}
+
+#[derive(Debug)]
+struct NormPoolBackward;
+
+impl Backward<Flex, 4> for NormPoolBackward {
+    type State = ([NodeId; 2], Saved);
+
+    fn backward(
+        self,
+        ops: Ops<Self::State, 4>,
+        grads: &mut Gradients,
+        checkpointer: &mut Checkpointer,
+    ) {
+        let dy = contiguous(&grads.consume::<Flex>(&ops.node));
+        let (ids, s) = ops.state;
+        let inputs = ids.map(|id| contiguous(&checkpointer.retrieve_node_output::<FlexTensor>(id)));
+        let (d_parts, dgamma, dbeta) = s.gradients(f32s(&dy), [f32s(&inputs[0]), f32s(&inputs[1])]);
+        let [a_node, b_node, gamma_node, beta_node] = ops.parents;
+        let [h, w] = s.window.in_size;
+        for ((node, dx), l) in [a_node, b_node].into_iter().zip(d_parts).zip(&s.parts) {
+            if let Some(node) = node {
+                grads.register::<Flex>(node.id, flex_tensor(dx, [l.batch, l.channels, h, w]));
+            }
+        }
+        let channels = s.scale.len();
+        if let Some(node) = gamma_node {
+            grads.register::<Flex>(node.id, flex_tensor(dgamma, [channels]));
+        }
+        if let Some(node) = beta_node {
+            grads.register::<Flex>(node.id, flex_tensor(dbeta, [channels]));
+        }
+    }
+}
+
+impl Saved {
+    /// The parts' input gradients, then γ's and β's, given the pooled output's `dy`.
+    fn gradients(&self, dy: &[f32], inputs: [&[f32]; 2]) -> ([Vec<f32>; 2], Vec<f32>, Vec<f32>) {
+        let (channels, batch) = (self.scale.len(), self.parts[0].batch);
+        let out_plane = self.window.out_plane();
+        // The full map's gradient is the pooled one moved onto each window's maximum, so its
+        // sums (Σ g and Σ g·x̂) are the pooled map's, with x̂ = (±max − μ)/σ.
+        let (dbeta, dgamma): (Vec<f32>, Vec<f32>) = (0..channels)
+            .into_par_iter()
+            .with_min_len(min_items(batch * out_plane))
+            .map(|c| {
+                let sign = if self.scale[c] < 0.0 { -1.0 } else { 1.0 };
+                let (mut sum, mut dot) = (0.0f64, 0.0f64);
+                for n in 0..batch {
+                    let at = (n * channels + c) * out_plane..(n * channels + c + 1) * out_plane;
+                    let (plane_sum, plane_dot) =
+                        lane_sums2(&dy[at.clone()], &self.maxima[at], |g, m| {
+                            (g, g * (sign * m - self.mean[c]))
+                        });
+                    sum += plane_sum as f64;
+                    dot += plane_dot as f64;
+                }
+                (sum as f32, (dot as f32) * self.inv_std[c])
+            })
+            .unzip();
+
+        // dx = a·(g − Σg/N − x̂·Σg·x̂/N): the dense terms per plane, then a·g where g is.
+        let plane = self.parts[0].plane;
+        let count = (batch * plane) as f32;
+        let planes = concatenated_planes(inputs, &self.parts);
+        let unpool = Unpool::new(&self.window);
+        let d_parts = output::par_concat_planes(
+            batch,
+            self.parts.map(|l| l.channels),
+            plane,
+            unpool.stack,
+            |n, stack| {
+                let first = n * unpool.stack;
+                for (i, dx) in stack.iter_mut().enumerate() {
+                    let c = (first + i) % channels;
+                    let mean_grad = dbeta[c] / count;
+                    let slope = dgamma[c] * self.inv_std[c] / count;
+                    let terms = [self.scale[c], mean_grad, self.mean[c], slope];
+                    dense_input_grad(dx, planes[first + i], terms);
+                }
+                unpool.stack_onto(n, dy, &self.taps, stack, |i| {
+                    self.scale[(first + i) % channels]
+                });
+            },
+        );
+        (d_parts, dgamma, dbeta)
+    }
+}
+
+/// `dx = k·(−mean_grad − (x − mean)·slope)` over one plane: batch norm's input gradient
+/// without its `k·g` term.
+#[multiversion(targets = "simd")]
+fn dense_input_grad(out: &mut [f32], x: &[f32], [k, mean_grad, mean, slope]: [f32; 4]) {
+    for (o, &v) in out.iter_mut().zip(x) {
+        *o = k * (-mean_grad - (v - mean) * slope);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use burn::module::Param;
+    use burn::nn::pool::MaxPool2dConfig;
+    use burn::nn::{BatchNormConfig, PaddingConfig2d};
+    use burn::prelude::*;
+    use burn::tensor::TensorData;
+
+    use super::forward;
+    use crate::ops::test_util::{assert_close, tensor};
+
+    /// Output, the gradients of Σ y·r for both parts, γ and β, then the running statistics,
+    /// through the fused op or Burn's cat, batch norm and max pool.
+    fn train_step(a: [usize; 4], cb: usize, stride: usize, fused: bool) -> Vec<TensorData> {
+        let device = Device::flex().autodiff();
+        let channels = a[1] + cb;
+        let mut norm = BatchNormConfig::new(channels).init(&device);
+        // γ of both signs: the channels where it is negative pool minima.
+        norm.gamma = Param::from_tensor(tensor([channels], 7, &device).mul_scalar(2.0));
+        norm.beta = Param::from_tensor(tensor([channels], 8, &device));
+        let pool = MaxPool2dConfig::new([3, 3])
+            .with_strides([stride, stride])
+            .with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1))
+            .init();
+        let x = |shape, seed| {
+            tensor(shape, seed, &device)
+                .mul_scalar(3.0)
+                .add_scalar(1.0)
+                .require_grad()
+        };
+        let (xa, xb) = (x(a, 1), x([a[0], cb, a[2], a[3]], 2));
+        let y = if fused {
+            forward(&norm, &pool, [xa.clone(), xb.clone()])
+        } else {
+            pool.forward(norm.forward(Tensor::cat(vec![xa.clone(), xb.clone()], 1)))
+        };
+        let r = tensor(y.dims(), 4, &device);
+        let grads = (y.clone() * r).sum().backward();
+        let grad = |t: Tensor<1>| t.grad(&grads).expect("parameter gradient").into_data();
+        let input_grad = |t: &Tensor<4>| t.grad(&grads).expect("input gradient").into_data();
+        vec![
+            y.into_data(),
+            input_grad(&xa),
+            input_grad(&xb),
+            grad(norm.gamma.val()),
+            grad(norm.beta.val()),
+            norm.running_mean.value().into_data(),
+            norm.running_var.value().into_data(),
+        ]
+    }
+
+    fn assert_matches_burn(a: [usize; 4], cb: usize, stride: usize) {
+        let names = [
+            "output",
+            "first part's grad",
+            "second part's grad",
+            "gamma grad",
+            "beta grad",
+            "running mean",
+            "running var",
+        ];
+        let (ours, burns) = (
+            train_step(a, cb, stride, true),
+            train_step(a, cb, stride, false),
+        );
+        for ((o, b), name) in ours.iter().zip(&burns).zip(names) {
+            let what = format!("{name}, {a:?} + {cb} channels, stride {stride}");
+            assert_close(o, b, 1e-4, &what);
+        }
+    }
+
+    #[test]
+    fn matches_cat_batch_norm_and_max_pool() {
+        assert_matches_burn([3, 5, 8, 8], 2, 2);
+        assert_matches_burn([3, 5, 7, 6], 3, 2);
+        assert_matches_burn([2, 4, 6, 6], 2, 1);
+    }
+
+    #[test]
+    fn several_stacks_of_planes() {
+        // 2 × 300 planes of 64 values: stacks of 256.
+        assert_matches_burn([2, 200, 8, 8], 100, 2);
+    }
+}

@@ -270,6 +270,19 @@ mod tests {
     /// Output, the gradients of Σ y·r for both parts, γ and β, then the running statistics,
     /// through the fused op or Burn's cat, batch norm and max pool.
     fn train_step(a: [usize; 4], cb: usize, stride: usize, fused: bool) -> Vec<TensorData> {
+        train_step_with(a, cb, stride, fused, false)
+    }
+
+    /// [`train_step`], the inputs through a ReLU first when `relu` (ties of zeros in most
+    /// windows, as after DeXpression's convolutions), the reference being ferrite's own
+    /// batch norm and max pool.
+    fn train_step_with(
+        a: [usize; 4],
+        cb: usize,
+        stride: usize,
+        fused: bool,
+        relu: bool,
+    ) -> Vec<TensorData> {
         let device = Device::flex().autodiff();
         let channels = a[1] + cb;
         let mut norm = BatchNormConfig::new(channels).init(&device);
@@ -287,8 +300,20 @@ mod tests {
                 .require_grad()
         };
         let (xa, xb) = (x(a, 1), x([a[0], cb, a[2], a[3]], 2));
+        let inputs = || {
+            let parts = [xa.clone(), xb.clone()];
+            if relu {
+                parts.map(burn::tensor::activation::relu)
+            } else {
+                parts
+            }
+        };
         let y = if fused {
-            forward(&norm, &pool, [xa.clone(), xb.clone()])
+            forward(&norm, &pool, inputs())
+        } else if relu {
+            let [a, b] = inputs();
+            let normed = crate::ops::batch_norm::forward(&norm, Tensor::cat(vec![a, b], 1), false);
+            crate::ops::max_pool::forward(&pool, normed)
         } else {
             pool.forward(norm.forward(Tensor::cat(vec![xa.clone(), xb.clone()], 1)))
         };
@@ -332,6 +357,18 @@ mod tests {
         assert_matches_burn([3, 5, 8, 8], 2, 2);
         assert_matches_burn([3, 5, 7, 6], 3, 2);
         assert_matches_burn([2, 4, 6, 6], 2, 1);
+    }
+
+    #[test]
+    fn ties_of_zeros_go_where_the_unfused_ops_send_them() {
+        for stride in [1, 2] {
+            let a = [2, 6, 8, 8];
+            let ours = train_step_with(a, 3, stride, true, true);
+            let unfused = train_step_with(a, 3, stride, false, true);
+            for (o, u) in ours.iter().zip(&unfused) {
+                assert_close(o, u, 1e-5, &format!("ReLU'd inputs, stride {stride}"));
+            }
+        }
     }
 
     #[test]

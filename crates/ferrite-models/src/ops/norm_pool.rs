@@ -21,7 +21,7 @@ use multiversion::multiversion;
 use rayon::prelude::*;
 
 use super::batch_norm::kernels::{Layout, channel_stats};
-use super::batch_norm::{self, scale_shift, update_running};
+use super::batch_norm::{self, inv_std, scale_shift, update_running};
 use super::max_pool::{self, Unpool, Window, pool_plane_list};
 use super::{
     Route, affine_into, contiguous, f32s, flex_tensor, host_f32, lane_sums2, min_items, operand,
@@ -97,10 +97,7 @@ fn train(norm: &BatchNorm, window: Window, a: Tensor<4>, b: Tensor<4>) -> Tensor
         mean.extend(m);
         var.extend(v);
     }
-    let inv_std: Vec<f32> = var
-        .iter()
-        .map(|v| 1.0 / (v + norm.epsilon as f32).sqrt())
-        .collect();
+    let inv_std = inv_std(norm, &var);
     let (scale, shift) = scale_shift(&gamma, &beta, &mean, &inv_std);
 
     let channels = ca + cb;

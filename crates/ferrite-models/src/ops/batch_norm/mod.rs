@@ -64,16 +64,20 @@ pub fn inference_affine(norm: &BatchNorm) -> (Vec<f32>, Vec<f32>) {
         host_f32(norm.running_mean.value()),
         host_f32(norm.running_var.value()),
     );
-    let inv_std: Vec<f32> = var
-        .iter()
-        .map(|v| 1.0 / (v + norm.epsilon as f32).sqrt())
-        .collect();
+    let inv_std = inv_std(norm, &var);
     scale_shift(&gamma, &beta, &mean, &inv_std)
 }
 
 fn dims(l: &Layout, x: &FlexTensor) -> [usize; 4] {
     let shape = burn::backend::TensorMetadata::shape(x);
     [l.batch, l.channels, shape[2], shape[3]]
+}
+
+/// `1/√(σ² + ε)` per channel.
+pub(crate) fn inv_std(norm: &BatchNorm, var: &[f32]) -> Vec<f32> {
+    var.iter()
+        .map(|v| 1.0 / (v + norm.epsilon as f32).sqrt())
+        .collect()
 }
 
 pub(crate) fn scale_shift(
@@ -140,10 +144,7 @@ fn train(norm: &BatchNorm, x: Tensor<4>, relu: bool) -> Tensor<4> {
 
     let input = contiguous(x.primitive());
     let (mean, var) = kernels::channel_stats(f32s(&input), &l);
-    let inv_std: Vec<f32> = var
-        .iter()
-        .map(|v| 1.0 / (v + norm.epsilon as f32).sqrt())
-        .collect();
+    let inv_std = inv_std(norm, &var);
     let (scale, shift) = scale_shift(&gamma, &beta, &mean, &inv_std);
     let output = flex_tensor(
         kernels::affine(f32s(&input), &scale, &shift, relu, &l),

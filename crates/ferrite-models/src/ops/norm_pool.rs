@@ -1,9 +1,10 @@
-//! Concatenation, batch norm and max pooling as one op in training (DeXpression's FeatEx
-//! tail). Batch norm maps each channel by `a·x + b`, and max pooling commutes with that map
-//! where `a ≥ 0` (where `a < 0` it takes the minimum instead). So the op takes the batch
-//! statistics of the parts, pools the parts themselves (negated where `a < 0`) and normalises
-//! the pooled map, a quarter of the size after a stride-2 pool: neither the concatenation nor
-//! the full-size normalised map is written. The backward needs the full map's gradient only
+//! Concatenation, batch norm and max pooling as one op (DeXpression's FeatEx tail). Batch
+//! norm maps each channel by `a·x + b`, and max pooling commutes with that map where `a ≥ 0`
+//! (where `a < 0` it takes the minimum instead). So the op pools the parts themselves
+//! (negated where `a < 0`) and normalises the pooled map, a quarter of the size after a
+//! stride-2 pool: neither the concatenation nor the full-size normalised map is written. In
+//! training `a` and `b` come from the parts' batch statistics, at inference from the running
+//! ones. The training backward needs the full map's gradient only
 //! where each window's maximum was: batch norm's two per-channel sums come from the pooled
 //! map, and one pass per plane writes each part's input gradient.
 
@@ -24,14 +25,14 @@ use super::batch_norm::kernels::{Layout, channel_stats};
 use super::batch_norm::{self, inv_std, scale_shift, update_running};
 use super::max_pool::{self, Unpool, Window, pool_plane_list};
 use super::{
-    Route, affine_into, contiguous, f32s, flex_tensor, host_f32, lane_sums2, min_items, operand,
-    output, route,
+    Route, affine_in_place, affine_into, contiguous, f32s, flex_tensor, host_f32, lane_sums2,
+    min_items, operand, output, route,
 };
 
 type Tracked = Autodiff<Flex>;
 
 /// `pool(norm(cat([a, b], 1)))`, exactly as the three ops one after another, which run
-/// instead outside training on burn-flex.
+/// instead where these kernels do not cover the operands.
 pub fn forward(norm: &BatchNorm, pool: &MaxPool2d, [a, b]: [Tensor<4>; 2]) -> Tensor<4> {
     let training = a.device().is_autodiff() && norm.training.is_enabled();
     let ([batch, ca, h, w], [batch_b, cb, h_b, w_b]) = (a.dims(), b.dims());
@@ -43,8 +44,9 @@ pub fn forward(norm: &BatchNorm, pool: &MaxPool2d, [a, b]: [Tensor<4>; 2]) -> Te
         operand(&norm.gamma.val()),
         operand(&norm.beta.val()),
     ];
-    match (training && fits, window, route(&operands)) {
-        (true, Some(window), Route::TrackedFlex) => train(norm, window, a, b),
+    match (fits, training, window, route(&operands)) {
+        (true, true, Some(window), Route::TrackedFlex) => train(norm, window, a, b),
+        (true, false, Some(window), Route::Flex) => infer(norm, window, a, b),
         _ => max_pool::forward(
             pool,
             batch_norm::forward(norm, Tensor::cat(vec![a, b], 1), false),
@@ -68,12 +70,7 @@ struct Saved {
 
 fn train(norm: &BatchNorm, window: Window, a: Tensor<4>, b: Tensor<4>) -> Tensor<4> {
     let device = a.device();
-    let ([batch, ca, h, w], cb) = (a.dims(), b.dims()[1]);
-    let parts = [ca, cb].map(|channels| Layout {
-        batch,
-        channels,
-        plane: h * w,
-    });
+    let parts = part_layouts(&a, &b);
     let (gamma, beta) = (host_f32(norm.gamma.val()), host_f32(norm.beta.val()));
     let tracked = |t: Tensor<4>| {
         t.try_into_primitive::<Tracked>()
@@ -100,16 +97,11 @@ fn train(norm: &BatchNorm, window: Window, a: Tensor<4>, b: Tensor<4>) -> Tensor
     let inv_std = inv_std(norm, &var);
     let (scale, shift) = scale_shift(&gamma, &beta, &mean, &inv_std);
 
-    let channels = ca + cb;
     let planes = concatenated_planes(inputs, &parts);
-    let negated: Vec<bool> = (0..planes.len())
-        .map(|p| scale[p % channels] < 0.0)
-        .collect();
-    let (maxima, taps) = pool_plane_list(&planes, Some(&negated), &window, true);
-    // |a|·max(±x) + b = max(a·x + b) exactly: IEEE products are symmetric in sign.
+    let (maxima, taps) = signed_maxima(&planes, &scale, &window, true);
     let out_plane = window.out_plane();
     let y = output::par_chunks(maxima.len(), out_plane, min_items(out_plane), |p, out| {
-        let c = p % channels;
+        let c = p % scale.len();
         affine_into(
             out,
             &maxima[p * out_plane..],
@@ -118,7 +110,7 @@ fn train(norm: &BatchNorm, window: Window, a: Tensor<4>, b: Tensor<4>) -> Tensor
             false,
         );
     });
-    let output = flex_tensor(y, [batch, channels, window.out_size[0], window.out_size[1]]);
+    let output = flex_tensor(y, pooled_dims(&parts, &window));
     let saved = Saved {
         parts,
         window,
@@ -142,6 +134,55 @@ fn train(norm: &BatchNorm, window: Window, a: Tensor<4>, b: Tensor<4>) -> Tensor
     };
     update_running(norm, mean, var, &device);
     Tensor::from_primitive::<Tracked>(y)
+}
+
+/// Inference: the running statistics' affine map applied to the pooled parts.
+fn infer(norm: &BatchNorm, window: Window, a: Tensor<4>, b: Tensor<4>) -> Tensor<4> {
+    let parts = part_layouts(&a, &b);
+    let flex = |t: Tensor<4>| contiguous(&t.try_into_primitive::<Flex>().expect("routed as flex"));
+    let inputs = [flex(a), flex(b)];
+    let (scale, shift) = batch_norm::inference_affine(norm);
+    let planes = concatenated_planes([f32s(&inputs[0]), f32s(&inputs[1])], &parts);
+    let (mut y, _) = signed_maxima(&planes, &scale, &window, false);
+    let out_plane = window.out_plane().max(1);
+    y.par_chunks_mut(out_plane)
+        .with_min_len(min_items(out_plane))
+        .enumerate()
+        .for_each(|(p, plane)| {
+            let c = p % scale.len();
+            affine_in_place(plane, scale[c].abs(), shift[c], false);
+        });
+    Tensor::from_primitive::<Flex>(flex_tensor(y, pooled_dims(&parts, &window)))
+}
+
+/// Each window's maximum of every plane of the concatenation, negated first in the channels
+/// whose `scale` is negative: then `|scale|·m + shift` is the maximum of `scale·x + shift`,
+/// exactly (IEEE products are symmetric in sign, and rounding keeps order). With the winning
+/// taps when `track`.
+fn signed_maxima(
+    planes: &[&[f32]],
+    scale: &[f32],
+    window: &Window,
+    track: bool,
+) -> (Vec<f32>, Vec<u8>) {
+    let negated: Vec<bool> = (0..planes.len())
+        .map(|p| scale[p % scale.len()] < 0.0)
+        .collect();
+    pool_plane_list(planes, Some(&negated), window, track)
+}
+
+fn part_layouts(a: &Tensor<4>, b: &Tensor<4>) -> [Layout; 2] {
+    [a.dims(), b.dims()].map(|[batch, channels, h, w]| Layout {
+        batch,
+        channels,
+        plane: h * w,
+    })
+}
+
+/// `[batch, channels of both parts, pooled height, pooled width]`.
+fn pooled_dims(parts: &[Layout; 2], window: &Window) -> [usize; 4] {
+    let [h, w] = window.out_size;
+    [parts[0].batch, parts[0].channels + parts[1].channels, h, w]
 }
 
 /// The planes of the parts' concatenation along channels, in its order.
@@ -255,14 +296,16 @@ fn dense_input_grad(out: &mut [f32], x: &[f32], [k, mean_grad, mean, slope]: [f3
 
 #[cfg(test)]
 mod tests {
-    use burn::module::Param;
+    use burn::module::{Param, RunningState};
     use burn::nn::pool::MaxPool2dConfig;
     use burn::nn::{BatchNormConfig, PaddingConfig2d};
     use burn::prelude::*;
     use burn::tensor::TensorData;
+    use burn::tensor::activation::relu;
 
     use super::forward;
     use crate::ops::test_util::{assert_close, tensor};
+    use crate::ops::{batch_norm, max_pool};
 
     /// Output, the gradients of Σ y·r for both parts, γ and β, then the running statistics,
     /// through the fused op or Burn's cat, batch norm and max pool.
@@ -365,6 +408,40 @@ mod tests {
             for (o, u) in ours.iter().zip(&unfused) {
                 assert_close(o, u, 1e-5, &format!("ReLU'd inputs, stride {stride}"));
             }
+        }
+    }
+
+    /// At inference (plain burn-flex tensors, running statistics) against Burn's three ops and
+    /// ferrite's unfused ones, on ReLU'd inputs (ties of zeros) with γ of both signs.
+    #[test]
+    fn inference_matches_the_three_ops() {
+        let device = Device::flex();
+        let (ca, cb) = (6, 3);
+        let mut norm = BatchNormConfig::new(ca + cb).init(&device);
+        norm.gamma = Param::from_tensor(tensor([ca + cb], 7, &device).mul_scalar(2.0));
+        norm.beta = Param::from_tensor(tensor([ca + cb], 8, &device));
+        norm.running_mean = RunningState::new(tensor([ca + cb], 9, &device));
+        norm.running_var = RunningState::new(tensor([ca + cb], 10, &device).abs().add_scalar(0.5));
+        let part =
+            |channels, seed| relu(tensor([2, channels, 8, 7], seed, &device).mul_scalar(3.0));
+        let (a, b) = (part(ca, 1), part(cb, 2));
+        for stride in [1, 2] {
+            let pool = MaxPool2dConfig::new([3, 3])
+                .with_strides([stride, stride])
+                .with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1))
+                .init();
+            let ours = forward(&norm, &pool, [a.clone(), b.clone()]).into_data();
+            let cat = || Tensor::cat(vec![a.clone(), b.clone()], 1);
+            let burns = pool.forward(norm.forward(cat())).into_data();
+            let unfused = max_pool::forward(&pool, batch_norm::forward(&norm, cat(), false));
+            let what = format!("inference, stride {stride}");
+            assert_close(&ours, &burns, 1e-6, &format!("{what}, vs Burn"));
+            assert_close(
+                &ours,
+                &unfused.into_data(),
+                0.0,
+                &format!("{what}, vs unfused"),
+            );
         }
     }
 

@@ -66,8 +66,18 @@ impl FeatEx {
     }
 
     fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        let a = conv::forward_relu(&self.conv3x3, conv::forward_relu(&self.reduce, x.clone()));
-        let b = conv::forward_relu(&self.project, max_pool::forward(&self.branch_pool, x));
+        let deep = |x| conv::forward_relu(&self.conv3x3, conv::forward_relu(&self.reduce, x));
+        let pooled = |x| conv::forward_relu(&self.project, max_pool::forward(&self.branch_pool, x));
+        // At inference the branches run side by side: at batch 1 the pooled one is a few
+        // single-threaded small ops that would leave the other core idle (`throughput infer
+        // dexpression 1`: +11 %). Training keeps one order: an autodiff graph built from two
+        // threads orders the backward's steps differently from run to run, and results stop
+        // repeating.
+        let (a, b) = if x.device().is_autodiff() {
+            (deep(x.clone()), pooled(x))
+        } else {
+            rayon::join(|| deep(x.clone()), || pooled(x.clone()))
+        };
         norm_pool::forward(&self.norm, &self.pool, [a, b])
     }
 
@@ -117,5 +127,53 @@ impl DeXpression {
             + self.featex1.macs(pool)
             + self.featex2.macs(f1)
             + linear_macs(&self.output)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use burn::module::RunningState;
+    use burn::prelude::*;
+    use burn::tensor::activation::relu;
+
+    use super::{DeXpression, FeatEx};
+    use crate::blocks::flatten;
+    use crate::ops::test_util::{assert_close, tensor};
+
+    /// Fig. 2 through Burn's own layers, one op after another.
+    fn burns_forward(m: &DeXpression, images: Tensor<4>) -> Tensor<2> {
+        let featex = |f: &FeatEx, x: Tensor<4>| {
+            let a = relu(f.conv3x3.forward(relu(f.reduce.forward(x.clone()))));
+            let b = relu(f.project.forward(f.branch_pool.forward(x)));
+            f.pool.forward(f.norm.forward(Tensor::cat(vec![a, b], 1)))
+        };
+        let x = m.stem_pool.forward(relu(m.stem_conv.forward(images)));
+        let x = featex(&m.featex2, featex(&m.featex1, m.stem_norm.forward(x)));
+        m.output.forward(flatten(x))
+    }
+
+    /// Inference (ferrite's kernels, the FeatEx branches side by side, the fused tail) gives
+    /// Burn's logits, with running statistics of both signs' effect on γ/σ.
+    #[test]
+    fn inference_matches_burns_layers() {
+        let device = Device::flex();
+        let mut m = DeXpression::new(7, 48, 0.5, &device);
+        for (seed, norm) in [&mut m.featex1.norm, &mut m.featex2.norm]
+            .into_iter()
+            .enumerate()
+        {
+            let c = norm.gamma.dims()[0];
+            let seed = 10 * seed as u64;
+            norm.gamma = burn::module::Param::from_tensor(tensor([c], seed + 1, &device));
+            norm.running_mean = RunningState::new(tensor([c], seed + 2, &device).mul_scalar(0.1));
+            norm.running_var =
+                RunningState::new(tensor([c], seed + 3, &device).abs().add_scalar(0.5));
+        }
+        for batch in [1, 3] {
+            let images = tensor([batch, 1, 48, 48], 4, &device);
+            let ours = m.forward(images.clone()).into_data();
+            let burns = burns_forward(&m, images).into_data();
+            assert_close(&ours, &burns, 1e-4, &format!("logits, batch {batch}"));
+        }
     }
 }

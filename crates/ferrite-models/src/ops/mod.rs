@@ -31,7 +31,7 @@ pub mod norm_pool;
 mod output;
 mod scratch;
 #[cfg(test)]
-mod test_util;
+pub(crate) mod test_util;
 
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU8, Ordering};

@@ -132,11 +132,10 @@ impl DeXpression {
 #[cfg(test)]
 mod tests {
     use burn::module::{Param, RunningState};
+    use burn::nn::conv::Conv2d;
     use burn::prelude::*;
     use burn::tensor::TensorData;
     use burn::tensor::activation::relu;
-
-    use burn::nn::conv::Conv2d;
 
     use super::{DeXpression, FeatEx};
     use crate::blocks::flatten;
@@ -154,6 +153,15 @@ mod tests {
         m.output.forward(flatten(x))
     }
 
+    fn fixed<const D: usize>(
+        dims: [usize; D],
+        seed: u64,
+        scale: f32,
+        device: &Device,
+    ) -> Param<Tensor<D>> {
+        Param::from_tensor(tensor(dims, seed, device).mul_scalar(scale))
+    }
+
     /// A DeXpression with every weight, bias, γ and β from the deterministic test values
     /// (Burn's initialisers draw from a generator that tests running in parallel share), γ of
     /// both signs.
@@ -164,14 +172,6 @@ mod tests {
             seed += 1;
             seed
         };
-        fn fixed<const D: usize>(
-            dims: [usize; D],
-            seed: u64,
-            scale: f32,
-            device: &Device,
-        ) -> Param<Tensor<D>> {
-            Param::from_tensor(tensor(dims, seed, device).mul_scalar(scale))
-        }
         let mut fix_conv = |c: &mut Conv2d| {
             let dims = c.weight.dims();
             let fan_in = (dims[1] * dims[2] * dims[3]) as f32;
@@ -197,6 +197,11 @@ mod tests {
         }
         let dims = m.output.weight.dims();
         m.output.weight = fixed(dims, 200, (3.0 / dims[0] as f32).sqrt(), device);
+        m.output.bias = m
+            .output
+            .bias
+            .as_ref()
+            .map(|b| fixed(b.dims(), 201, 0.1, device));
         m
     }
 

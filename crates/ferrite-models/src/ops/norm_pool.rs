@@ -25,8 +25,7 @@ use super::batch_norm::kernels::{Layout, channel_stats};
 use super::batch_norm::{self, inv_std, scale_shift, update_running};
 use super::max_pool::{self, Unpool, Window, pool_plane_list};
 use super::{
-    Route, affine_in_place, affine_into, contiguous, f32s, flex_tensor, host_f32, lane_sums2,
-    min_items, operand, output, route,
+    Route, contiguous, f32s, flex_tensor, host_f32, lane_sums2, min_items, operand, output, route,
 };
 
 type Tracked = Autodiff<Flex>;
@@ -99,17 +98,7 @@ fn train(norm: &BatchNorm, window: Window, a: Tensor<4>, b: Tensor<4>) -> Tensor
 
     let planes = concatenated_planes(inputs, &parts);
     let (maxima, taps) = signed_maxima(&planes, &scale, &window, true);
-    let out_plane = window.out_plane();
-    let y = output::par_chunks(maxima.len(), out_plane, min_items(out_plane), |p, out| {
-        let c = p % scale.len();
-        affine_into(
-            out,
-            &maxima[p * out_plane..],
-            scale[c].abs(),
-            shift[c],
-            false,
-        );
-    });
+    let y = normalised_maxima(&maxima, &scale, &shift, &parts, &window);
     let output = flex_tensor(y, pooled_dims(&parts, &window));
     let saved = Saved {
         parts,
@@ -143,15 +132,8 @@ fn infer(norm: &BatchNorm, window: Window, a: Tensor<4>, b: Tensor<4>) -> Tensor
     let inputs = [flex(a), flex(b)];
     let (scale, shift) = batch_norm::inference_affine(norm);
     let planes = concatenated_planes([f32s(&inputs[0]), f32s(&inputs[1])], &parts);
-    let (mut y, _) = signed_maxima(&planes, &scale, &window, false);
-    let out_plane = window.out_plane().max(1);
-    y.par_chunks_mut(out_plane)
-        .with_min_len(min_items(out_plane))
-        .enumerate()
-        .for_each(|(p, plane)| {
-            let c = p % scale.len();
-            affine_in_place(plane, scale[c].abs(), shift[c], false);
-        });
+    let (maxima, _) = signed_maxima(&planes, &scale, &window, false);
+    let y = normalised_maxima(&maxima, &scale, &shift, &parts, &window);
     Tensor::from_primitive::<Flex>(flex_tensor(y, pooled_dims(&parts, &window)))
 }
 
@@ -171,6 +153,23 @@ fn signed_maxima(
     pool_plane_list(planes, Some(&negated), window, track)
 }
 
+/// `|scale|·m + shift` of [`signed_maxima`]' maxima `m`: the pooled, normalised map.
+fn normalised_maxima(
+    maxima: &[f32],
+    scale: &[f32],
+    shift: &[f32],
+    parts: &[Layout; 2],
+    window: &Window,
+) -> Vec<f32> {
+    let magnitude: Vec<f32> = scale.iter().map(|a| a.abs()).collect();
+    let pooled = Layout {
+        batch: parts[0].batch,
+        channels: scale.len(),
+        plane: window.out_plane(),
+    };
+    batch_norm::kernels::affine(maxima, &magnitude, shift, false, &pooled)
+}
+
 fn part_layouts(a: &Tensor<4>, b: &Tensor<4>) -> [Layout; 2] {
     [a.dims(), b.dims()].map(|[batch, channels, h, w]| Layout {
         batch,
@@ -188,14 +187,12 @@ fn pooled_dims(parts: &[Layout; 2], window: &Window) -> [usize; 4] {
 /// The planes of the parts' concatenation along channels, in its order.
 fn concatenated_planes<'a>(inputs: [&'a [f32]; 2], parts: &[Layout; 2]) -> Vec<&'a [f32]> {
     let plane = parts[0].plane.max(1);
-    let mut by_part = inputs.map(|x| x.chunks_exact(plane));
-    let mut planes = Vec::with_capacity(inputs[0].len() / plane + inputs[1].len() / plane);
-    for _ in 0..parts[0].batch {
-        for (part, l) in by_part.iter_mut().zip(parts) {
-            planes.extend(part.by_ref().take(l.channels));
-        }
-    }
-    planes
+    let channels = parts.map(|l| l.channels);
+    output::in_concat_order(
+        inputs.map(|x| x.chunks_exact(plane)).into(),
+        &channels,
+        parts[0].batch,
+    )
 }
 
 #[derive(Debug)]

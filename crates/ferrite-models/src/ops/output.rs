@@ -60,18 +60,12 @@ where
     let lens = channels.map(|c| batch * c * plane);
     let mut parts: [Vec<f32>; K] = lens.map(Vec::with_capacity);
     {
-        let mut by_part: Vec<_> = parts
+        let by_part = parts
             .iter_mut()
             .zip(lens)
             .map(|(part, len)| part.spare_capacity_mut()[..len].chunks_exact_mut(plane.max(1)))
             .collect();
-        let mut planes = Vec::with_capacity(batch * channels.iter().sum::<usize>());
-        for _ in 0..batch {
-            for (part, &c) in by_part.iter_mut().zip(&channels) {
-                planes.extend(part.by_ref().take(c));
-            }
-        }
-        planes
+        in_concat_order(by_part, &channels, batch)
             .par_chunks_mut(stack.max(1))
             .enumerate()
             .for_each(|(n, stack)| {
@@ -86,6 +80,23 @@ where
         unsafe { part.set_len(len) };
     }
     parts
+}
+
+/// The planes of several parts (each an iterator over its planes, image by image), in the
+/// order of the parts' concatenation along channels: image by image, part 0's `channels[0]`
+/// planes, then part 1's `channels[1]`, ...
+pub(crate) fn in_concat_order<I: Iterator>(
+    mut parts: Vec<I>,
+    channels: &[usize],
+    batch: usize,
+) -> Vec<I::Item> {
+    let mut planes = Vec::with_capacity(batch * channels.iter().sum::<usize>());
+    for _ in 0..batch {
+        for (part, &c) in parts.iter_mut().zip(channels) {
+            planes.extend(part.by_ref().take(c));
+        }
+    }
+    planes
 }
 
 /// `part`, set to zeros, as initialised values.

@@ -16,7 +16,7 @@ use ferrite_models::ops::conv::conv2d;
 static ALLOCATOR: ferrite_train::allocator::Allocator = ferrite_train::allocator::Allocator;
 
 /// (name, input channels, output channels, side, kernel, stride, padding)
-const LAYERS: [(&str, usize, usize, usize, usize, usize, usize); 21] = [
+const LAYERS: [(&str, usize, usize, usize, usize, usize, usize); 25] = [
     ("seed 1→16 48²", 1, 16, 48, 3, 1, 1),
     ("seed 16→16/2 48²", 16, 16, 48, 3, 2, 1),
     ("seed 16→32 24²", 16, 32, 24, 3, 1, 1),
@@ -36,6 +36,10 @@ const LAYERS: [(&str, usize, usize, usize, usize, usize, usize); 21] = [
     ("dex stem 1→64 5×5/2 48²", 1, 64, 48, 5, 2, 2),
     ("dex featex1 96→208 12²", 96, 208, 12, 3, 1, 1),
     ("dex featex2 96→208 6²", 96, 208, 6, 3, 1, 1),
+    ("dex featex1 reduce 64→96 1×1 12²", 64, 96, 12, 1, 1, 0),
+    ("dex featex1 project 64→64 1×1 12²", 64, 64, 12, 1, 1, 0),
+    ("dex featex2 reduce 272→96 1×1 6²", 272, 96, 6, 1, 1, 0),
+    ("dex featex2 project 272→64 1×1 6²", 272, 64, 6, 1, 1, 0),
     ("mx stem 1→8 48²", 1, 8, 48, 3, 1, 0),
     ("mx stem 8→8 46²", 8, 8, 46, 3, 1, 0),
 ];

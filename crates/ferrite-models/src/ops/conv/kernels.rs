@@ -298,6 +298,17 @@ pub(super) fn plan(items: usize, macs: usize) -> (bool, Parallelism) {
     }
 }
 
+/// Images per group, from `images` up to twice that: the fewest that keep the busiest thread's
+/// share of `batch` as small as any (groups go to the threads in equal numbers). Rounding up
+/// alone can leave the last group short: 64 images as 10 groups of 7 give the threads 35 and
+/// 29, where 8 groups of 8 give 32 each.
+pub(super) fn balanced(batch: usize, images: usize, threads: usize) -> usize {
+    let busiest = |images: usize| batch.div_ceil(images).div_ceil(threads) * images;
+    (images..=(2 * images).min(batch.max(1)))
+        .min_by_key(|&i| busiest(i))
+        .unwrap_or(images)
+}
+
 /// A dense convolution's input laid out so that each row of its column matrix is one
 /// contiguous copy: each channel zero-padded and split into `stride²` phase planes (phase
 /// `(a, b)` holds the padded pixels `(i·sy + a, j·sx + b)`). Kernel tap `(ky, kx)` then reads
@@ -760,7 +771,7 @@ impl Epilogue<'_> {
     }
 
     /// Applies the epilogue to one image's output maps (`plane` values each, channel order).
-    fn apply(&self, out: &mut [f32], plane: usize) {
+    pub(super) fn apply(&self, out: &mut [f32], plane: usize) {
         if self.is_identity() {
             return;
         }

@@ -2,7 +2,8 @@
 //! ([`winograd`]),
 //! direct 3×3 kernels for those to few output channels and for stride-2 forwards ([`direct`]),
 //! channels-last gradients of 3×3 convolutions from multiples of 16 channels
-//! ([`channels_last`]), im2col + one matrix product per image for the other dense ones
+//! ([`channels_last`]), products over groups of images for 1×1 ones on small maps
+//! ([`pointwise`]), im2col + one matrix product per image for the other dense ones
 //! ([`kernels`]), whole-plane passes per kernel tap for depthwise ones ([`depthwise`]), one
 //! autodiff op for training ([`tracked`]).
 //!
@@ -15,6 +16,7 @@ mod channels_last;
 mod depthwise;
 mod direct;
 mod kernels;
+mod pointwise;
 mod tracked;
 mod wide;
 mod winograd;
@@ -194,6 +196,8 @@ fn forward_flex(x: &FlexTensor, w: &FlexTensor, post: &Epilogue, g: &Geometry) -
         direct::forward(x, w, post, g)
     } else if direct::strided_applies(g) {
         direct::strided_forward(x, w, post, g)
+    } else if pointwise::applies(g) {
+        pointwise::forward(x, w, post, g)
     } else {
         kernels::dense_forward(x, w, post, g)
     };

@@ -111,6 +111,21 @@ fn pointwise_and_strided_pointwise() {
 }
 
 #[test]
+fn pointwise_groups_of_images() {
+    // 1×1 convolutions on small maps as products over groups of images, on two threads
+    // whatever the machine: 67 maps of 8² in groups of 5 (the last of 2), 20 of 6×5 in
+    // groups of 10, with and without bias.
+    let cases = [
+        Case::new([67, 3, 8, 8], 5, 1, 1, 0).with_bias(),
+        Case::new([20, 7, 6, 5], 4, 1, 1, 0),
+    ];
+    let pool = rayon::ThreadPoolBuilder::new().num_threads(2).build();
+    pool.expect("a thread pool").install(|| {
+        assert_chosen_and_matches_burn(&cases, super::pointwise::applies, "grouped pointwise");
+    });
+}
+
+#[test]
 fn dilated_asymmetric_padding() {
     let mut case = Case::new([2, 2, 9, 7], 3, 3, 1, 0);
     case.options = ConvOptions::new_with_padding([2, 1], [(1, 0), (2, 1)], [2, 2], 1);
@@ -269,7 +284,8 @@ fn conv_relu_matches_burn_at_inference_and_in_training() {
         let conv = Conv2dConfig::new([3, 4], [3, 3])
             .with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1))
             .init(&device);
-        // Output, and in training the gradients of Σ y·r with respect to x and the weight.
+        // Output, and in training the gradients of Σ y·r with respect to x, the weight and the
+        // bias.
         let run = |ours: bool| {
             let x = tensor([2, 3, 7, 6], 1, &device);
             let x = if device.is_autodiff() {
@@ -288,6 +304,9 @@ fn conv_relu_matches_burn_at_inference_and_in_training() {
                 out.push(x.grad(&grads).expect("x has a gradient").into_data());
                 let dw = conv.weight.grad(&grads).expect("w has a gradient");
                 out.push(dw.into_data());
+                // The bias's gradient comes from the ReLU mask's pass.
+                let bias = conv.bias.as_ref().expect("a bias");
+                out.push(bias.grad(&grads).expect("b has a gradient").into_data());
             }
             out
         };

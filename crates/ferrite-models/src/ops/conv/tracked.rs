@@ -1,6 +1,8 @@
 //! The convolution as one differentiable op of Burn's autodiff on burn-flex: the forward runs
 //! ferrite's kernels and records the input and weight; the backward runs the gradient kernels.
 
+use std::sync::atomic::{AtomicU32, Ordering};
+
 use burn::backend::Flex;
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::NoCheckpointing;
@@ -14,8 +16,8 @@ use multiversion::multiversion;
 
 use super::forward_flex;
 use super::kernels::{self, Epilogue, Geometry};
-use super::{channels_last, depthwise, direct, winograd};
-use crate::ops::{contiguous, f32s, flex_tensor, output};
+use super::{channels_last, depthwise, direct, pointwise, winograd};
+use crate::ops::{contiguous, f32s, flex_tensor, lane_sum, min_items, output};
 
 type Tracked = Autodiff<Flex>;
 
@@ -40,10 +42,17 @@ impl<const N: usize> Backward<Flex, N> for ConvBackward {
         let (x_id, w_id, g, relu_output) = ops.state;
         let x = contiguous(&checkpointer.retrieve_node_output::<FlexTensor>(x_id));
         let w = contiguous(&checkpointer.retrieve_node_output::<FlexTensor>(w_id));
-        let masked = relu_output.map(|y| relu_grad(f32s(&output_grad), f32s(&contiguous(&y))));
+        let [x_node, w_node, bias_node] = [0, 1, 2].map(|i| ops.parents.get(i).cloned().flatten());
+        let (masked, relu_bias_grad) = match relu_output {
+            Some(y) => {
+                let y = contiguous(&y);
+                let (dy, db) = relu_grads(f32s(&output_grad), f32s(&y), &g, bias_node.is_some());
+                (Some(dy), db)
+            }
+            None => (None, None),
+        };
         let dy = masked.as_deref().unwrap_or_else(|| f32s(&output_grad));
         let (x, w) = (f32s(&x), f32s(&w));
-        let [x_node, w_node, bias_node] = [0, 1, 2].map(|i| ops.parents.get(i).cloned().flatten());
 
         let in_shape = [g.batch, g.in_channels, g.in_size[0], g.in_size[1]];
         let w_shape = |per_group| [g.out_channels, per_group, g.kernel[0], g.kernel[1]];
@@ -63,6 +72,8 @@ impl<const N: usize> Backward<Flex, N> for ConvBackward {
                     channels_last::input_grad(w, dy, &g)
                 } else if direct::applies(&g) {
                     direct::input_grad(w, dy, &g)
+                } else if pointwise::applies(&g) {
+                    pointwise::input_grad(w, dy, &g)
                 } else {
                     kernels::dense_input_grad(w, dy, &g)
                 };
@@ -75,6 +86,8 @@ impl<const N: usize> Backward<Flex, N> for ConvBackward {
                     (channels_last::weight_grad(x, dy, &g), g.in_channels)
                 } else if direct::applies(&g) {
                     (direct::weight_grad(x, dy, &g), g.in_channels)
+                } else if pointwise::applies(&g) {
+                    (pointwise::weight_grad(x, dy, &g), g.in_channels)
                 } else {
                     (kernels::dense_weight_grad(x, dy, &g), g.in_channels)
                 };
@@ -82,10 +95,8 @@ impl<const N: usize> Backward<Flex, N> for ConvBackward {
             }
         }
         if let Some(node) = bias_node {
-            grads.register::<Flex>(
-                node.id,
-                flex_tensor(kernels::bias_grad(dy, &g), [g.out_channels]),
-            );
+            let db = relu_bias_grad.unwrap_or_else(|| kernels::bias_grad(dy, &g));
+            grads.register::<Flex>(node.id, flex_tensor(db, [g.out_channels]));
         }
     }
 }
@@ -155,12 +166,34 @@ fn track<const N: usize>(
     }
 }
 
-/// The gradient through a ReLU: `dy` where the output `y` is positive, else 0.
-fn relu_grad(dy: &[f32], y: &[f32]) -> Vec<f32> {
-    const CHUNK: usize = 1 << 14;
-    output::par_chunks(dy.len(), CHUNK, 1, |i, out| {
-        mask_by_positive(out, &dy[i * CHUNK..], &y[i * CHUNK..]);
-    })
+/// The gradient through a ReLU, `dy` where the output `y` is positive, else 0; and when
+/// `bias`, its sum per channel (the bias's gradient) from the same pass, where a pass of its
+/// own would read the whole gradient again. Summed as [`kernels::bias_grad`] sums: each plane,
+/// then the planes of a channel image by image, so the result is the same to the bit.
+fn relu_grads(dy: &[f32], y: &[f32], g: &Geometry, bias: bool) -> (Vec<f32>, Option<Vec<f32>>) {
+    let (channels, plane) = (g.out_channels, g.out_plane());
+    let image = channels * plane;
+    // Each plane's sum, stored once by the task that masks the plane.
+    let plane_sums: Vec<AtomicU32> = (0..if bias { g.batch * channels } else { 0 })
+        .map(|_| AtomicU32::new(0))
+        .collect();
+    let masked = output::par_chunks(dy.len(), image, min_items(image), |n, out| {
+        let at = n * image..n * image + out.len();
+        mask_by_positive(out, &dy[at.clone()], &y[at]);
+        if bias {
+            for (c, map) in out.chunks_exact(plane).enumerate() {
+                let sum = lane_sum(map, |v| v);
+                plane_sums[n * channels + c].store(sum.to_bits(), Ordering::Relaxed);
+            }
+        }
+    });
+    let sum = |i: usize| f32::from_bits(plane_sums[i].load(Ordering::Relaxed));
+    let db = bias.then(|| {
+        (0..channels)
+            .map(|c| (0..g.batch).map(|n| sum(n * channels + c)).sum())
+            .collect()
+    });
+    (masked, db)
 }
 
 /// `out[i] = dy[i]` where `y[i] > 0`, else 0 (compiled for AVX-512 and AVX2: inside rayon's

@@ -27,7 +27,7 @@ use rayon::prelude::*;
 
 use gemm::Parallelism;
 
-use super::kernels::{Epilogue, Geometry, Lhs, Mat, gemm_into, plan, sum_parts};
+use super::kernels::{Epilogue, Geometry, Lhs, Mat, balanced, gemm_into, plan, sum_parts};
 use crate::ops::output;
 use crate::ops::scratch::with_scratch;
 
@@ -54,7 +54,21 @@ const XI: usize = 16;
 /// transformed filters pays off; for few channels, as many as keep the round's transformed
 /// tiles (`16 · (in + out)` values each) within 4 MiB. Measured on VGG's 64→64 layer at 48²:
 /// rounds of 1 MiB (small products) and of several whole images (16 MiB) were both slower.
-const MIN_COLUMNS: usize = 128;
+/// Where one position's filters are small, fewer columns do: DeXpression's 96→208 at 12²
+/// (`conv_layers 15 featex1`, forward + both gradients, ms, 5 alternating runs each) in rounds
+/// of 8 images (72 columns, 3.2 MiB) 21.7–22.3 against 22.9–25.3 for 11 (99 columns, as a
+/// minimum of 128 gave), 23.0–23.3 for 16, 23–29 for 32, 25–33 for 4; VGG's 128→256 at 12² 37–41
+/// against 39–42. Large filters (VGG's 256→512 and 512→512 at 6², 128k and 256k values a
+/// position) lost 5–6 % in rounds of 64 columns: each round packs them again.
+fn min_columns(g: &Geometry) -> usize {
+    if g.in_channels * g.out_channels <= SMALL_FILTERS {
+        64
+    } else {
+        128
+    }
+}
+
+const SMALL_FILTERS: usize = 1 << 16;
 const CACHE_VALUES: usize = 1 << 20;
 
 /// Whether the Winograd kernels run this convolution: one they cover, with enough channels
@@ -176,7 +190,7 @@ impl Tiling {
         let cols = g.out_size[1].div_ceil(m);
         let per_image = rows * cols;
         let xi = (m + 2) * (m + 2);
-        let target = (CACHE_VALUES / (xi * (g.in_channels + g.out_channels))).max(MIN_COLUMNS);
+        let target = (CACHE_VALUES / (xi * (g.in_channels + g.out_channels))).max(min_columns(g));
         if per_image >= target {
             return Self {
                 m,
@@ -193,7 +207,7 @@ impl Tiling {
             .div_ceil(target)
             .next_multiple_of(threads)
             .clamp(1, g.batch.max(1));
-        let images = g.batch.div_ceil(wanted).max(1);
+        let images = balanced(g.batch, g.batch.div_ceil(wanted).max(1), threads);
         Self {
             m,
             rows,
@@ -1039,6 +1053,17 @@ mod tests {
         // several, the last one short.
         assert_matches_im2col(&geometry(7, [5, 6], [5, 7], [1, 1]));
         assert_matches_im2col(&geometry(1, [3, 4], [9, 8], [1, 1]));
+    }
+
+    #[test]
+    fn groups_share_out_evenly() {
+        // 64 images as 10 groups of 7 give two threads 35 and 29; 8 of 8 give 32 each.
+        assert_eq!(balanced(64, 7, 2), 8);
+        assert_eq!(balanced(64, 8, 2), 8);
+        assert_eq!(balanced(64, 32, 2), 32);
+        assert_eq!(balanced(7, 4, 2), 4);
+        assert_eq!(balanced(1, 1, 2), 1);
+        assert_eq!(balanced(10, 3, 4), 3);
     }
 
     #[test]

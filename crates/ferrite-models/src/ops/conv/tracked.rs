@@ -1,8 +1,6 @@
 //! The convolution as one differentiable op of Burn's autodiff on burn-flex: the forward runs
 //! ferrite's kernels and records the input and weight; the backward runs the gradient kernels.
 
-use std::sync::atomic::{AtomicU32, Ordering};
-
 use burn::backend::Flex;
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::NoCheckpointing;
@@ -13,11 +11,12 @@ use burn::backend::flex::FlexTensor;
 use burn::backend::tensor::FloatTensor;
 use burn::prelude::*;
 use multiversion::multiversion;
+use rayon::prelude::*;
 
 use super::forward_flex;
 use super::kernels::{self, Epilogue, Geometry};
 use super::{channels_last, depthwise, direct, pointwise, winograd};
-use crate::ops::{contiguous, f32s, flex_tensor, lane_sum, min_items, output};
+use crate::ops::{contiguous, f32s, flex_tensor, lane_sum, min_items};
 
 type Tracked = Autodiff<Flex>;
 
@@ -38,20 +37,13 @@ impl<const N: usize> Backward<Flex, N> for ConvBackward {
         grads: &mut Gradients,
         checkpointer: &mut Checkpointer,
     ) {
-        let output_grad = contiguous(&grads.consume::<Flex>(&ops.node));
+        let mut output_grad = contiguous(&grads.consume::<Flex>(&ops.node));
         let (x_id, w_id, g, relu_output) = ops.state;
         let x = contiguous(&checkpointer.retrieve_node_output::<FlexTensor>(x_id));
         let w = contiguous(&checkpointer.retrieve_node_output::<FlexTensor>(w_id));
         let [x_node, w_node, bias_node] = [0, 1, 2].map(|i| ops.parents.get(i).cloned().flatten());
-        let (masked, relu_bias_grad) = match relu_output {
-            Some(y) => {
-                let y = contiguous(&y);
-                let (dy, db) = relu_grads(f32s(&output_grad), f32s(&y), &g, bias_node.is_some());
-                (Some(dy), db)
-            }
-            None => (None, None),
-        };
-        let dy = masked.as_deref().unwrap_or_else(|| f32s(&output_grad));
+        let relu_bias_grad = relu_output.map(|y| relu_grad(&mut output_grad, &contiguous(&y), &g));
+        let dy = f32s(&output_grad);
         let (x, w) = (f32s(&x), f32s(&w));
 
         let in_shape = [g.batch, g.in_channels, g.in_size[0], g.in_size[1]];
@@ -166,41 +158,92 @@ fn track<const N: usize>(
     }
 }
 
-/// The gradient through a ReLU, `dy` where the output `y` is positive, else 0; and when
-/// `bias`, its sum per channel (the bias's gradient) from the same pass, where a pass of its
-/// own would read the whole gradient again. Summed as [`kernels::bias_grad`] sums: each plane,
-/// then the planes of a channel image by image, so the result is the same to the bit.
-fn relu_grads(dy: &[f32], y: &[f32], g: &Geometry, bias: bool) -> (Vec<f32>, Option<Vec<f32>>) {
+/// The gradient through a ReLU: `dy` where the output `y` is positive, else 0, in place where
+/// `dy` owns its values (no new tensor to allocate and zero); and its sum per channel, the
+/// bias's gradient, from the same pass (a pass of its own would read the whole gradient
+/// again). Summed as [`kernels::bias_grad`] sums: each plane, then a channel's planes image by
+/// image, so the result is the same to the bit.
+fn relu_grad(dy: &mut FlexTensor, y: &FlexTensor, g: &Geometry) -> Vec<f32> {
     let (channels, plane) = (g.out_channels, g.out_plane());
-    let image = channels * plane;
-    // Each plane's sum, stored once by the task that masks the plane.
-    let plane_sums: Vec<AtomicU32> = (0..if bias { g.batch * channels } else { 0 })
-        .map(|_| AtomicU32::new(0))
-        .collect();
-    let masked = output::par_chunks(dy.len(), image, min_items(image), |n, out| {
-        let at = n * image..n * image + out.len();
-        mask_by_positive(out, &dy[at.clone()], &y[at]);
-        if bias {
-            for (c, map) in out.chunks_exact(plane).enumerate() {
-                let sum = lane_sum(map, |v| v);
-                plane_sums[n * channels + c].store(sum.to_bits(), Ordering::Relaxed);
-            }
+    let mut plane_sums = vec![0.0; g.batch * channels];
+    let mut mask = |dy: &mut [f32]| {
+        let image = channels * plane;
+        dy.par_chunks_mut(image)
+            .zip(f32s(y).par_chunks(image))
+            .zip(plane_sums.par_chunks_mut(channels))
+            .with_min_len(min_items(image))
+            .for_each(|((dy, y), sums)| {
+                mask_by_positive(dy, y);
+                for (sum, map) in sums.iter_mut().zip(dy.chunks_exact(plane)) {
+                    *sum = lane_sum(map, |v| v);
+                }
+            });
+    };
+    match owned_f32s(dy) {
+        Some(values) => mask(values),
+        None => {
+            let mut values = f32s(dy).to_vec();
+            mask(&mut values);
+            *dy = flex_tensor(values, [g.batch, channels, g.out_size[0], g.out_size[1]]);
         }
-    });
-    let sum = |i: usize| f32::from_bits(plane_sums[i].load(Ordering::Relaxed));
-    let db = bias.then(|| {
-        (0..channels)
-            .map(|c| (0..g.batch).map(|n| sum(n * channels + c)).sum())
-            .collect()
-    });
-    (masked, db)
+    }
+    (0..channels)
+        .map(|c| (0..g.batch).map(|n| plane_sums[n * channels + c]).sum())
+        .collect()
 }
 
-/// `out[i] = dy[i]` where `y[i] > 0`, else 0 (compiled for AVX-512 and AVX2: inside rayon's
-/// closure it was baseline SSE2 code).
+/// `t`'s values, mutable, when they are contiguous and no other tensor shares them.
+fn owned_f32s(t: &mut FlexTensor) -> Option<&mut [f32]> {
+    let (start, end) = t.layout().contiguous_offsets()?;
+    t.try_storage_mut::<f32>().map(|values| &mut values[start..end])
+}
+
+/// `dy[i] = 0` where `y[i] ≤ 0` (compiled for AVX-512 and AVX2: inside rayon's closure it
+/// was baseline SSE2 code).
 #[multiversion(targets = "simd")]
-fn mask_by_positive(out: &mut [f32], dy: &[f32], y: &[f32]) {
-    for ((o, &g), &v) in out.iter_mut().zip(dy).zip(y) {
-        *o = if v > 0.0 { g } else { 0.0 };
+fn mask_by_positive(dy: &mut [f32], y: &[f32]) {
+    for (g, &v) in dy.iter_mut().zip(y) {
+        *g = if v > 0.0 { *g } else { 0.0 };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ops::test_util::values;
+
+    #[test]
+    fn relu_grad_masks_in_place_only_what_it_owns() {
+        let g = Geometry {
+            batch: 3,
+            in_channels: 1,
+            in_size: [4, 5],
+            out_channels: 2,
+            kernel: [1, 1],
+            stride: [1, 1],
+            pad: [0, 0],
+            dilation: [1, 1],
+            out_size: [4, 5],
+            groups: 1,
+        };
+        let shape = [3, 2, 4, 5];
+        let (dy, y) = (values(120, 1), values(120, 2));
+        let masked: Vec<f32> = dy
+            .iter()
+            .zip(&y)
+            .map(|(&g, &v)| if v > 0.0 { g } else { 0.0 })
+            .collect();
+        let bias: Vec<f32> = kernels::bias_grad(&masked, &g);
+        let y = flex_tensor(y, shape);
+        // Shared: a new tensor, the other holder's values untouched.
+        let mut shared = flex_tensor(dy.clone(), shape);
+        let other = shared.clone();
+        assert_eq!(relu_grad(&mut shared, &y, &g), bias);
+        assert_eq!(f32s(&shared), &masked[..]);
+        assert_eq!(f32s(&other), &dy[..]);
+        // Owned: masked where it lies.
+        let mut owned = flex_tensor(dy, shape);
+        assert_eq!(relu_grad(&mut owned, &y, &g), bias);
+        assert_eq!(f32s(&owned), &masked[..]);
     }
 }

@@ -17,8 +17,8 @@
 //! mini-Xception trained 15 % faster).
 //!
 //! Set `FERRITE_KERNELS=burn` to use Burn's ops everywhere, `FERRITE_KERNELS=im2col` to keep
-//! ferrite's kernels but run every dense convolution by im2col (no Winograd, no direct
-//! kernels), or `FERRITE_KERNELS=f23` to keep Winograd to F(2×2, 3×3), for A/B benchmarks.
+//! ferrite's kernels but run every dense convolution by im2col, one product per image (no
+//! Winograd, no direct kernels, no grouped 1×1 products), or `FERRITE_KERNELS=f23` to keep Winograd to F(2×2, 3×3), for A/B benchmarks.
 //!
 //! The convolutions' matrix products run in `f32` unless [`set_precision`] (or
 //! `FERRITE_PRECISION=bf16`) asks for bf16 operands with `f32` sums, on CPUs with AVX-512 BF16.

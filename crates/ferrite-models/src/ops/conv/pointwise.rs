@@ -23,11 +23,13 @@ const GROUP_COLUMNS: usize = 256;
 const MAX_PLANE: usize = 64;
 
 /// Whether the convolution runs here: pointwise on small maps, with enough images for a
-/// group per thread (fewer run image by image, each product on all threads).
+/// group per thread (fewer run image by image, each product on all threads), unless
+/// `FERRITE_KERNELS=im2col` asks for one product per image everywhere.
 pub(super) fn applies(g: &Geometry) -> bool {
     g.is_pointwise()
         && g.out_plane() <= MAX_PLANE
         && Groups::of(g).count >= rayon::current_num_threads().max(2)
+        && !crate::ops::im2col_forced()
 }
 
 /// How the batch is cut into groups of images (the last may have fewer).

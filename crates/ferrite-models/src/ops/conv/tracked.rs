@@ -195,7 +195,8 @@ fn relu_grad(dy: &mut FlexTensor, y: &FlexTensor, g: &Geometry) -> Vec<f32> {
 /// `t`'s values, mutable, when they are contiguous and no other tensor shares them.
 fn owned_f32s(t: &mut FlexTensor) -> Option<&mut [f32]> {
     let (start, end) = t.layout().contiguous_offsets()?;
-    t.try_storage_mut::<f32>().map(|values| &mut values[start..end])
+    t.try_storage_mut::<f32>()
+        .map(|values| &mut values[start..end])
 }
 
 /// `dy[i] = 0` where `y[i] ≤ 0` (compiled for AVX-512 and AVX2: inside rayon's closure it

@@ -80,8 +80,8 @@ fn scatter(cols: &[f32], [channels, plane]: [usize; 2], maps: &mut [f32]) {
     }
 }
 
-/// `out = a · in` for the maps of every group: `in` is `[batch][a.cols][plane]`, `out`
-/// `[batch][a.rows][plane]`; `then(out)` runs on each group's part of the output.
+/// `a` (`rows × cols`) times every image's maps: `input` is `[batch][cols][plane]`, the result
+/// `[batch][rows][plane]`; `then` runs on each group's part of the result.
 fn per_group(
     a: &Lhs,
     [rows, cols]: [usize; 2],
@@ -122,7 +122,7 @@ pub(super) fn forward(x: &[f32], w: &[f32], post: &Epilogue, g: &Geometry) -> Ve
     })
 }
 
-/// `dL/dx = Wᵀ · dY`, image by image.
+/// `dL/dx = Wᵀ · dY`.
 pub(super) fn input_grad(w: &[f32], dy: &[f32], g: &Geometry) -> Vec<f32> {
     let (c, k, plane) = (g.in_channels, g.out_channels, g.out_plane());
     let wt = Lhs::new(Mat::rows(w, k, c).t(), g.batch * plane);

@@ -648,19 +648,29 @@ fn output_grad_transform(
     }
 }
 
-/// How a band's work is spread over the threads. With at least one group of images per
-/// thread, each thread runs whole groups and everything inside a group runs on it alone
-/// (`Groups`). With fewer groups (batch 1) each stage of a band is split instead: the plane
-/// transforms by channel, the 16 products by position `ξ` (`Stages`).
+/// How a band's work is spread over the threads. With many groups of images per thread, each
+/// thread runs whole groups and everything inside a group runs on it alone (`Groups`). With
+/// fewer, each stage of a band is split instead: the plane transforms by channel, the 16
+/// products by position `ξ` (`Stages`).
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Spreading {
     Groups,
     Stages,
 }
 
+/// Groups per thread below which a band's stages are split: with a few groups each, a thread
+/// that falls behind by one keeps the other waiting, at the end of the forward and of the
+/// weight gradient's fixed halves. Measured (`conv_layers 15 featex 64`, forward + both
+/// gradients, ms, 4 alternating runs): DeXpression's 96→208 at 12² (8 groups) 25.0–28.9 →
+/// 23.7–26.0, at 6² (2 groups) 8.7–10.4 → 8.1–9.1; its training step (`throughput train
+/// dexpression 64 20 2`, 8 pairs each way) 0.954× one way and 1.051× the other. VGG's 12²
+/// layers (8 groups) gained too (`conv_layers 5 vgg`: 128→256 42–65 → 37–43); its 24² and 48²
+/// ones (16 and 64 groups) keep whole groups.
+const MIN_GROUPS_PER_THREAD: usize = 8;
+
 impl Spreading {
     fn of(tiles: &Tiling) -> Self {
-        if tiles.groups >= rayon::current_num_threads() {
+        if tiles.groups >= MIN_GROUPS_PER_THREAD * rayon::current_num_threads() {
             Self::Groups
         } else {
             Self::Stages
@@ -1088,7 +1098,8 @@ mod tests {
     #[test]
     fn groups_per_thread_and_stages_split_over_threads() {
         // On two threads: batch 1 splits each band's stages (large maps in several bands,
-        // small ones in one); batch 5 runs groups of images per thread.
+        // small ones in one), and so do batches of few groups; 16 groups (of one image each
+        // here) run as whole groups per thread.
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(2)
             .build()
@@ -1097,10 +1108,20 @@ mod tests {
             for (g, spreading) in [
                 (geometry(1, [64, 64], [48, 45], [1, 1]), Spreading::Stages),
                 (geometry(1, [6, 5], [7, 9], [1, 1]), Spreading::Stages),
-                (geometry(5, [6, 5], [7, 9], [1, 1]), Spreading::Groups),
+                (geometry(5, [6, 5], [7, 9], [1, 1]), Spreading::Stages),
             ] {
                 assert!(Spreading::of(&Tiling::new(&g)) == spreading, "{g:?}");
                 assert_matches_im2col(&g);
+            }
+            let g = geometry(17, [6, 5], [7, 9], [1, 1]);
+            for m in [2, f33::M, f43::M] {
+                let tiles = Tiling {
+                    images: 1,
+                    groups: 17,
+                    ..Tiling::with_tile(&g, m)
+                };
+                assert!(Spreading::of(&tiles) == Spreading::Groups);
+                assert_tiling_matches_im2col(&g, tiles);
             }
         });
     }

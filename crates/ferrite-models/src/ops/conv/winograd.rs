@@ -1098,7 +1098,7 @@ mod tests {
     #[test]
     fn groups_per_thread_and_stages_split_over_threads() {
         // On two threads: batch 1 splits each band's stages (large maps in several bands,
-        // small ones in one), and so do batches of few groups; 16 groups (of one image each
+        // small ones in one), and so do batches of few groups; 17 groups (of one image each
         // here) run as whole groups per thread.
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(2)

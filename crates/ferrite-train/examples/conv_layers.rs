@@ -1,6 +1,6 @@
 //! Milliseconds per convolution layer of seed-cnn (all seven), VGG, DeXpression and
-//! mini-Xception's stems at batch 64 (48×48 input; or BATCH), as a training step runs them:
-//! forward on the autodiff device, then both gradients. Compare the
+//! mini-Xception's stems at batch 64 (48×48 input; or BATCH): the forward as inference runs
+//! it, and forward + both gradients as a training step runs them. Compare the
 //! kernels with `FERRITE_KERNELS=im2col` (no Winograd) or `burn`.
 //!
 //!   conv_layers [REPS] [LAYER-SUBSTRING] [BATCH]
@@ -75,8 +75,15 @@ fn main() {
         let x = if cin > 1 { x.require_grad() } else { x };
         let w =
             Tensor::<4>::random([cout, cin, k, k], Distribution::Default, &device).require_grad();
+        // The forward alone as inference runs it, on the plain device.
+        let plain = |t: &Tensor<4>| Tensor::<4>::from_data(t.to_data(), &Device::flex());
+        let (x_plain, w_plain) = (plain(&x), plain(&w));
         let options = ConvOptions::new([stride, stride], [pad, pad], [1, 1], 1);
         let run = |backward: bool| {
+            let (x, w) = match backward {
+                true => (&x, &w),
+                false => (&x_plain, &w_plain),
+            };
             // As in a model's forward pass: a pool thread spins meanwhile.
             let _warm = ferrite_models::pool::Warm::start();
             let start = Instant::now();

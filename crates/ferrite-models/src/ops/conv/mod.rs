@@ -86,7 +86,8 @@ pub fn forward_normalized(conv: &Conv2d, norm: &BatchNorm, x: Tensor<4>, relu: b
         relu,
     };
     let flex = |t: Tensor<4>| t.try_into_primitive::<Flex>().expect("routed as flex");
-    Tensor::from_primitive::<Flex>(forward_flex(&flex(x), &flex(conv.weight.val()), &post, &g))
+    let (x, w) = (flex(x), flex(conv.weight.val()));
+    Tensor::from_primitive::<Flex>(forward_flex(&x, &w, &post, &g, Filters::Fixed))
 }
 
 /// The options `Conv2d::forward` would use, or `None` for 'same' padding.
@@ -181,15 +182,32 @@ fn plain(
         relu,
         ..Epilogue::default()
     };
-    Tensor::from_primitive::<Flex>(forward_flex(&flex(x), &flex(weight), &post, &g))
+    let (x, w) = (flex(x), flex(weight));
+    Tensor::from_primitive::<Flex>(forward_flex(&x, &w, &post, &g, Filters::Fixed))
+}
+
+/// Whether a forward's filters stay the same from call to call (inference), so that kernels
+/// may keep what they derive from them, or change with every step (training).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Filters {
+    Fixed,
+    Trained,
 }
 
 /// The forward kernels on burn-flex primitives.
-fn forward_flex(x: &FlexTensor, w: &FlexTensor, post: &Epilogue, g: &Geometry) -> FlexTensor {
-    let (x, w) = (contiguous(x), contiguous(w));
-    let (x, w) = (f32s(&x), f32s(&w));
+fn forward_flex(
+    x: &FlexTensor,
+    w: &FlexTensor,
+    post: &Epilogue,
+    g: &Geometry,
+    filters: Filters,
+) -> FlexTensor {
+    let (x, w_tensor) = (contiguous(x), contiguous(w));
+    let (x, w) = (f32s(&x), f32s(&w_tensor));
     let y = if g.is_depthwise() {
         depthwise::forward(x, w, post, g)
+    } else if filters == Filters::Fixed && winograd::applies_at_inference(g) {
+        winograd::infer(x, &w_tensor, post, g)
     } else if winograd::applies(g) {
         winograd::forward(x, w, post, g)
     } else if direct::applies(g) {

@@ -237,14 +237,19 @@ fn routes_by_device() {
 
 #[test]
 fn plain_forward_matches_burn() {
+    // Small, and (with AVX-512) batch-1 Winograd with cached filters, twice.
     let device = Device::flex();
-    let x = tensor([2, 3, 10, 10], 1, &device);
-    let w = tensor([4, 3, 3, 3], 2, &device);
-    let options = ConvOptions::new([1, 1], [1, 1], [1, 1], 1);
-    let ours = conv2d(x.clone(), w.clone(), None, options.clone());
-    let burns = burn::tensor::module::conv2d(x, w, None, options);
-    ours.into_data()
-        .assert_approx_eq::<f32>(&burns.into_data(), Default::default());
+    for (input, out, calls) in [([2, 3, 10, 10], 4, 1), ([1, 128, 12, 12], 136, 2)] {
+        let x = tensor(input, 1, &device);
+        let w = tensor([out, input[1], 3, 3], 2, &device);
+        let options = ConvOptions::new([1, 1], [1, 1], [1, 1], 1);
+        let burns = burn::tensor::module::conv2d(x.clone(), w.clone(), None, options.clone());
+        for _ in 0..calls {
+            let ours = conv2d(x.clone(), w.clone(), None, options.clone());
+            let what = format!("input {input:?}");
+            assert_close(&ours.into_data(), &burns.to_data(), 1e-4, &what);
+        }
+    }
 }
 
 #[test]

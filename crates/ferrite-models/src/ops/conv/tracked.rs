@@ -13,8 +13,8 @@ use burn::prelude::*;
 use multiversion::multiversion;
 use rayon::prelude::*;
 
-use super::forward_flex;
 use super::kernels::{self, Epilogue, Geometry};
+use super::{Filters, forward_flex};
 use super::{channels_last, depthwise, direct, pointwise, winograd};
 use crate::ops::{contiguous, f32s, flex_tensor, lane_sum, min_items};
 
@@ -117,7 +117,7 @@ pub(super) fn conv2d(
         relu,
         ..Epilogue::default()
     };
-    let forward = || forward_flex(x.primitive(), w.primitive(), &post, &g);
+    let forward = || forward_flex(x.primitive(), w.primitive(), &post, &g, Filters::Trained);
 
     // The op's arity (2 or 3 parents) is part of its type, hence two `prepare`s.
     let y = match &b {

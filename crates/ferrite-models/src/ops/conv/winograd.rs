@@ -25,6 +25,7 @@ use std::ops::Range;
 use multiversion::multiversion;
 use rayon::prelude::*;
 
+use burn::backend::flex::FlexTensor;
 use gemm::Parallelism;
 
 use super::kernels::{Epilogue, Geometry, Lhs, Mat, balanced, gemm_into, plan, sum_parts};
@@ -33,6 +34,8 @@ use crate::ops::scratch::with_scratch;
 
 mod f33;
 mod f43;
+#[cfg(target_arch = "x86_64")]
+mod few_tiles;
 mod transforms;
 
 /// `transforms::$f::<M, N, Points>(args)` for the larger tiles of side `$m` (3 or 4), else
@@ -75,6 +78,34 @@ const CACHE_VALUES: usize = 1 << 20;
 /// that the 16 products outweigh the transforms.
 pub fn applies(g: &Geometry) -> bool {
     covers(g) && pays_off(g) && enough_tiles(g) && !crate::ops::im2col_forced()
+}
+
+/// Whether [`infer`] runs `g` on Winograd: as in training, or on few tiles with cached
+/// filters ([`few_tiles`]).
+pub fn applies_at_inference(g: &Geometry) -> bool {
+    applies(g) || few_tiles_apply(g)
+}
+
+/// On few tiles the plane transforms run on short rows, and only layers with many channels
+/// repay them: `in·out/(in + out)` of at least this (as for 6² maps in [`pays_off`]). Measured
+/// at batch 1 (`conv_layers 301 … 1`, forward ms, im2col → cached Winograd): DeXpression's
+/// 96→208 at 12² (65) 0.35–0.37 → 0.17–0.25, at 6² 0.11–0.13 → 0.08–0.11, VGG's 128→256 at
+/// 12² (85) 0.58–0.60 → 0.31–0.34; seed-cnn's 32→64 at 12² (21) 0.048 → 0.064.
+const FEW_TILES_CHANNELS: usize = 64;
+
+fn few_tiles_apply(g: &Geometry) -> bool {
+    let (c, k) = (g.in_channels, g.out_channels);
+    let candidate = covers(g)
+        && c * k >= FEW_TILES_CHANNELS * (c + k)
+        && !enough_tiles(g)
+        && !crate::ops::im2col_forced();
+    #[cfg(target_arch = "x86_64")]
+    return candidate && few_tiles::fits(g, &Tiling::new(g));
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = candidate;
+        false
+    }
 }
 
 /// The filter transform costs the same however many tiles share it; with few tiles in the
@@ -797,17 +828,48 @@ fn for_each_position(
 
 /// `y = epilogue(conv(x, w))`.
 pub fn forward(x: &[f32], w: &[f32], post: &Epilogue, g: &Geometry) -> Vec<f32> {
-    forward_tiled(x, w, post, g, Tiling::new(g))
+    forward_tiled(x, Weights::Plain(w), post, g, Tiling::new(g))
 }
 
-fn forward_tiled(x: &[f32], w: &[f32], post: &Epilogue, g: &Geometry, tiles: Tiling) -> Vec<f32> {
+/// [`forward`] at inference, where `w` stays the same from call to call: on few tiles with
+/// its transformed filters cached ([`few_tiles`]).
+pub fn infer(x: &[f32], w: &FlexTensor, post: &Epilogue, g: &Geometry) -> Vec<f32> {
+    let tiles = Tiling::new(g);
+    #[cfg(target_arch = "x86_64")]
+    if few_tiles_apply(g) {
+        let filters = few_tiles::filters(w, g, &tiles);
+        return forward_tiled(x, Weights::Cached(&filters), post, g, tiles);
+    }
+    let w = w.as_slice::<f32>().expect("contiguous f32 weights");
+    forward_tiled(x, Weights::Plain(w), post, g, tiles)
+}
+
+/// The filters of a forward: as they are (transformed here), or already transformed.
+#[derive(Clone, Copy)]
+enum Weights<'a> {
+    Plain(&'a [f32]),
+    #[cfg(target_arch = "x86_64")]
+    Cached(&'a few_tiles::Transposed),
+}
+
+fn forward_tiled(x: &[f32], w: Weights, post: &Epilogue, g: &Geometry, tiles: Tiling) -> Vec<f32> {
     let spreading = Spreading::of(&tiles);
     let (c, k, xi) = (g.in_channels, g.out_channels, tiles.xi());
-    let filters = filter_transform(w, g, &tiles);
+    let filters = match w {
+        Weights::Plain(w) => filter_transform(w, g, &tiles),
+        #[cfg(target_arch = "x86_64")]
+        Weights::Cached(_) => Vec::new(),
+    };
     // U[ξ], packed once for every band's product at position ξ.
     let u: Vec<Lhs> = (0..xi)
+        .filter(|_| !filters.is_empty())
         .map(|at| Lhs::new(plane(&filters, at, k, c), tiles.in_batch(g.batch)))
         .collect();
+    let product = |at: usize, m: &mut [f32], v: &[f32], p: usize| match w {
+        Weights::Plain(_) => u[at].times(m, position(v, (at, xi), c, p), false, Parallelism::None),
+        #[cfg(target_arch = "x86_64")]
+        Weights::Cached(u) => few_tiles::product(u, at, &v[at * p..], xi * p, p, m),
+    };
     let image_out = k * g.out_plane();
     let chunk = tiles.images * image_out;
     let scratch = xi * (c + k) * tiles.columns();
@@ -816,9 +878,7 @@ fn forward_tiled(x: &[f32], w: &[f32], post: &Epilogue, g: &Geometry, tiles: Til
             let p = band.columns(&tiles);
             let (v, m) = scratch.split_at_mut(xi * c * tiles.columns());
             transform_inputs(x, g, (&tiles, &band, spreading), v);
-            for_each_position(m, (xi, k * p), spreading, |at, m| {
-                u[at].times(m, position(v, (at, xi), c, p), false, Parallelism::None);
-            });
+            for_each_position(m, (xi, k * p), spreading, |at, m| product(at, m, v, p));
             let out_rows = tiles.m * band.rows.start * g.out_size[1]
                 ..(tiles.m * band.rows.end).min(g.out_size[0]) * g.out_size[1];
             let m = &*m;
@@ -1040,7 +1100,7 @@ mod tests {
         );
         let pairs = [
             (
-                forward_tiled(&x, &w, &post, g, tiles),
+                forward_tiled(&x, Weights::Plain(&w), &post, g, tiles),
                 kernels::dense_forward(&x, &w, &post, g),
                 "output",
             ),
@@ -1124,6 +1184,87 @@ mod tests {
                 assert_tiling_matches_im2col(&g, tiles);
             }
         });
+    }
+
+    /// Whether the cached few-tile kernels can run here (saying so when not).
+    #[cfg(target_arch = "x86_64")]
+    fn has_avx512() -> bool {
+        let has = std::arch::is_x86_feature_detected!("avx512f");
+        if !has {
+            eprintln!("skipped: this CPU has no AVX-512F");
+        }
+        has
+    }
+
+    /// Weights `[out][in][3][3]` of `g` as a burn-flex tensor.
+    #[cfg(target_arch = "x86_64")]
+    fn weights(g: &Geometry, seed: u64) -> FlexTensor {
+        let shape = [g.out_channels, g.in_channels, 3, 3];
+        crate::ops::flex_tensor(values(shape.iter().product(), seed), shape)
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn few_tiles_at_inference_with_cached_filters() {
+        if !has_avx512() {
+            return;
+        }
+        // On two threads: 12² maps (F(4×4): 9 tiles an image; at batch 3 in groups of 2 and 1)
+        // and 6² ones (F(3×3): 4 tiles, four vectors of outputs a block), output channels
+        // not a multiple of 16; with a bias + ReLU epilogue.
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(2).build();
+        pool.expect("thread pool").install(|| {
+            for g in [
+                geometry(1, [130, 136], [12, 12], [1, 1]),
+                geometry(3, [130, 136], [12, 12], [1, 1]),
+                geometry(1, [130, 136], [6, 6], [1, 1]),
+                geometry(2, [130, 136], [6, 6], [1, 1]),
+            ] {
+                assert!(!applies(&g) && applies_at_inference(&g), "{g:?}");
+                let x = values(g.input_len(), 1);
+                let bias = values(g.out_channels, 4);
+                let post = Epilogue {
+                    shift: Some(&bias),
+                    relu: true,
+                    ..Epilogue::default()
+                };
+                for seed in [2, 5] {
+                    // The second weights have the first's shape: not served its filters.
+                    let w = weights(&g, seed);
+                    let reference = kernels::dense_forward(&x, crate::ops::f32s(&w), &post, &g);
+                    let first = infer(&x, &w, &post, &g);
+                    assert_close_values(&first, &reference, 1e-4, &format!("{g:?}"));
+                    assert_eq!(first, infer(&x, &w, &post, &g), "from the cache");
+                }
+            }
+        });
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn cached_filters_live_as_long_as_their_weights() {
+        if !has_avx512() {
+            return;
+        }
+        // A shape no other test uses, so that tests running alongside do not count.
+        let g = geometry(1, [129, 137], [12, 12], [1, 1]);
+        let entries = || {
+            let shapes = few_tiles::cached_shapes();
+            shapes.iter().filter(|&&s| s == [137, 129]).count()
+        };
+        let x = values(g.input_len(), 1);
+        let w = weights(&g, 2);
+        let _ = infer(&x, &w, &Epilogue::default(), &g);
+        let _ = infer(&x, &w, &Epilogue::default(), &g);
+        assert_eq!(entries(), 1);
+        let other = weights(&g, 3);
+        let _ = infer(&x, &other, &Epilogue::default(), &g);
+        assert_eq!(entries(), 2);
+        let shared = w.clone();
+        drop(w);
+        assert_eq!(entries(), 2, "a clone still holds the first weights");
+        drop((shared, other));
+        assert_eq!(entries(), 0);
     }
 
     #[test]

@@ -14,6 +14,7 @@ use burn::prelude::*;
 use multiversion::multiversion;
 use rayon::prelude::*;
 
+use super::scratch::with_scratch;
 use super::{Route, contiguous, every_nth, f32s, flex_tensor, operand, output, route};
 
 /// Shapes of one pooling.
@@ -141,9 +142,10 @@ pub(crate) fn pool_plane_list(
     y.par_chunks_mut(stack * w.out_plane())
         .zip(tap_chunks.par_iter_mut())
         .enumerate()
-        .for_each_init(
-            || (vec![0.0f32; grid.len()], vec![0.0f32; grid.run]),
-            |(phases, best), (n, (y, tap))| {
+        .for_each(|(n, (y, tap))| {
+            // Both buffers are filled (with −∞, then the planes) before they are read.
+            with_scratch(grid.len() + grid.run, |buf| {
+                let (phases, best) = buf.split_at_mut(grid.len());
                 let these = n * stack..n * stack + y.len() / w.out_plane();
                 let negated = negated.map(|flags| &flags[these.clone()]);
                 grid.fill(&planes[these.clone()], negated, w, phases);
@@ -160,8 +162,8 @@ pub(crate) fn pool_plane_list(
                 for (row, y) in rows.zip(y.chunks_exact_mut(out_w)) {
                     copy_row(y, &best[row..][..out_w]);
                 }
-            },
-        );
+            })
+        });
     (y, taps)
 }
 

@@ -828,48 +828,34 @@ fn for_each_position(
 
 /// `y = epilogue(conv(x, w))`.
 pub fn forward(x: &[f32], w: &[f32], post: &Epilogue, g: &Geometry) -> Vec<f32> {
-    forward_tiled(x, Weights::Plain(w), post, g, Tiling::new(g))
+    forward_tiled(x, w, post, g, Tiling::new(g))
 }
 
 /// [`forward`] at inference, where `w` stays the same from call to call: on few tiles with
 /// its transformed filters cached ([`few_tiles`]).
 pub fn infer(x: &[f32], w: &FlexTensor, post: &Epilogue, g: &Geometry) -> Vec<f32> {
-    let tiles = Tiling::new(g);
     #[cfg(target_arch = "x86_64")]
     if few_tiles_apply(g) {
+        let tiles = Tiling::new(g);
         let filters = few_tiles::filters(w, g, &tiles);
-        return forward_tiled(x, Weights::Cached(&filters), post, g, tiles);
+        return few_tiles::forward(x, &filters, post, g, tiles);
     }
-    let w = w.as_slice::<f32>().expect("contiguous f32 weights");
-    forward_tiled(x, Weights::Plain(w), post, g, tiles)
+    forward(
+        x,
+        w.as_slice::<f32>().expect("contiguous f32 weights"),
+        post,
+        g,
+    )
 }
 
-/// The filters of a forward: as they are (transformed here), or already transformed.
-#[derive(Clone, Copy)]
-enum Weights<'a> {
-    Plain(&'a [f32]),
-    #[cfg(target_arch = "x86_64")]
-    Cached(&'a few_tiles::Transposed),
-}
-
-fn forward_tiled(x: &[f32], w: Weights, post: &Epilogue, g: &Geometry, tiles: Tiling) -> Vec<f32> {
+fn forward_tiled(x: &[f32], w: &[f32], post: &Epilogue, g: &Geometry, tiles: Tiling) -> Vec<f32> {
     let spreading = Spreading::of(&tiles);
     let (c, k, xi) = (g.in_channels, g.out_channels, tiles.xi());
-    let filters = match w {
-        Weights::Plain(w) => filter_transform(w, g, &tiles),
-        #[cfg(target_arch = "x86_64")]
-        Weights::Cached(_) => Vec::new(),
-    };
+    let filters = filter_transform(w, g, &tiles);
     // U[ξ], packed once for every band's product at position ξ.
     let u: Vec<Lhs> = (0..xi)
-        .filter(|_| !filters.is_empty())
         .map(|at| Lhs::new(plane(&filters, at, k, c), tiles.in_batch(g.batch)))
         .collect();
-    let product = |at: usize, m: &mut [f32], v: &[f32], p: usize| match w {
-        Weights::Plain(_) => u[at].times(m, position(v, (at, xi), c, p), false, Parallelism::None),
-        #[cfg(target_arch = "x86_64")]
-        Weights::Cached(u) => few_tiles::product(u, at, &v[at * p..], xi * p, p, m),
-    };
     let image_out = k * g.out_plane();
     let chunk = tiles.images * image_out;
     let scratch = xi * (c + k) * tiles.columns();
@@ -878,7 +864,9 @@ fn forward_tiled(x: &[f32], w: Weights, post: &Epilogue, g: &Geometry, tiles: Ti
             let p = band.columns(&tiles);
             let (v, m) = scratch.split_at_mut(xi * c * tiles.columns());
             transform_inputs(x, g, (&tiles, &band, spreading), v);
-            for_each_position(m, (xi, k * p), spreading, |at, m| product(at, m, v, p));
+            for_each_position(m, (xi, k * p), spreading, |at, m| {
+                u[at].times(m, position(v, (at, xi), c, p), false, Parallelism::None);
+            });
             let out_rows = tiles.m * band.rows.start * g.out_size[1]
                 ..(tiles.m * band.rows.end).min(g.out_size[0]) * g.out_size[1];
             let m = &*m;
@@ -1100,7 +1088,7 @@ mod tests {
         );
         let pairs = [
             (
-                forward_tiled(&x, Weights::Plain(&w), &post, g, tiles),
+                forward_tiled(&x, &w, &post, g, tiles),
                 kernels::dense_forward(&x, &w, &post, g),
                 "output",
             ),

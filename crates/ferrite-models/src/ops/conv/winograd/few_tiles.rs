@@ -21,9 +21,15 @@ use std::arch::x86_64::{
 use std::sync::{Arc, Mutex, OnceLock};
 
 use burn::backend::flex::FlexTensor;
+use multiversion::multiversion;
+use rayon::prelude::*;
 
-use super::{Tiling, filter_transform};
-use crate::ops::conv::kernels::Geometry;
+use super::transforms::{Points, runs, runs_mut};
+use super::{
+    Band, Spreading, Tiling, f33, f43, filter_transform, maps_by_channel, transform_inputs,
+};
+use crate::ops::conv::kernels::{Epilogue, Geometry};
+use crate::ops::scratch::with_scratch;
 
 /// Transformed values a layer may cache: DeXpression's 96→208 at 12² holds 36 · 20k = 0.72 M
 /// (2.9 MB, in L3 between calls). Larger filters at batch 1 are bound by reading them: VGG's
@@ -42,7 +48,9 @@ const LANES: usize = 16;
 /// Whether the cached path can run `g` with `tiles`: the CPU has AVX-512 and the transformed
 /// filters are small enough to keep.
 pub(super) fn fits(g: &Geometry, tiles: &Tiling) -> bool {
-    available() && tiles.xi() * g.in_channels * g.out_channels.next_multiple_of(LANES) <= MAX_VALUES
+    available()
+        && [f33::M, f43::M].contains(&tiles.m)
+        && tiles.xi() * g.in_channels * g.out_channels.next_multiple_of(LANES) <= MAX_VALUES
 }
 
 fn available() -> bool {
@@ -54,7 +62,6 @@ fn available() -> bool {
 pub(super) struct Transposed {
     values: Vec<f32>,
     ins: usize,
-    outs: usize,
     out_pad: usize,
 }
 
@@ -77,7 +84,6 @@ impl Transposed {
         Self {
             values,
             ins,
-            outs,
             out_pad,
         }
     }
@@ -151,29 +157,68 @@ pub(super) fn cached_shapes() -> Vec<[usize; 2]> {
     cache.iter().map(|e| e.key.shape).collect()
 }
 
-/// `M[ξ] = U[ξ]·V[ξ]` at position `at`: `v` holds `V[ξ]`'s rows (one per input channel, `p`
-/// tiles each) `v_stride` apart, `m` is `[out][p]`.
-pub(super) fn product(
+/// `y = epilogue(conv(x, w))` with `u` the transformed filters of `w`: per band, the input
+/// transform (as in training), the products by position, then [`output_block`] by blocks
+/// of 16 output channels.
+pub(super) fn forward(
+    x: &[f32],
     u: &Transposed,
-    at: usize,
-    v: &[f32],
-    v_stride: usize,
-    p: usize,
-    m: &mut [f32],
-) {
+    post: &Epilogue,
+    g: &Geometry,
+    tiles: Tiling,
+) -> Vec<f32> {
+    let (xi, ins, pad) = (tiles.xi(), u.ins, u.out_pad);
+    let mut y = vec![0.0; g.output_len()];
+    let chunk = tiles.images * g.out_channels * g.out_plane();
+    let [v_len, m_len] = [ins, pad].map(|rows| xi * rows * tiles.columns());
+    with_scratch(v_len + m_len, |scratch| {
+        let (v, m) = scratch.split_at_mut(v_len);
+        for (group, out) in y.chunks_mut(chunk).enumerate() {
+            for band in tiles.bands(group, g.batch) {
+                let p = band.columns(&tiles);
+                transform_inputs(x, g, (&tiles, &band, Spreading::Stages), v);
+                m[..xi * p * pad]
+                    .par_chunks_mut(p * pad)
+                    .enumerate()
+                    .for_each(|(at, m)| product(u, at, &v[at * p..], xi * p, p, m));
+                let m = &m[..xi * p * pad];
+                let mut maps = maps_by_channel(out, g.out_channels, g.out_plane());
+                maps.par_chunks_mut(LANES)
+                    .enumerate()
+                    .for_each(|(block, maps)| {
+                        let at = Outputs {
+                            m,
+                            p,
+                            pad,
+                            first: block * LANES,
+                        };
+                        let args = (at, maps, (&tiles, &band), g, post);
+                        match tiles.m {
+                            f43::M => output_block::<{ f43::M }, { f43::M + 2 }, f43::F43>(args),
+                            _ => output_block::<{ f33::M }, { f33::M + 2 }, f33::F33>(args),
+                        }
+                    });
+            }
+        }
+    });
+    y
+}
+
+/// `M[ξ] = U[ξ]·V[ξ]` at position `at`: `v` holds `V[ξ]`'s rows (one per input channel, `p`
+/// tiles each) `v_stride` apart; `m` is `[p][out_pad]`, every tile's output channels side by
+/// side as the micro-kernel's vectors hold them.
+fn product(u: &Transposed, at: usize, v: &[f32], v_stride: usize, p: usize, m: &mut [f32]) {
     let u_at = u.position(at);
     assert!(
-        u.ins > 0 && (u.ins - 1) * v_stride + p <= v.len() && m.len() == u.outs * p,
+        u.ins > 0 && (u.ins - 1) * v_stride + p <= v.len() && m.len() == p * u.out_pad,
         "few-tile product shapes"
     );
-    let chunks = p.div_ceil(MAX_TILES);
-    let per_chunk = p.div_ceil(chunks.max(1));
-    let mut sums = [[0.0f32; 4 * LANES]; MAX_TILES];
-    for first_tile in (0..p).step_by(per_chunk.max(1)) {
+    let per_chunk = p.div_ceil(p.div_ceil(MAX_TILES).max(1)).max(1);
+    for first_tile in (0..p).step_by(per_chunk) {
         let tiles = per_chunk.min(p - first_tile);
         let mut first_out = 0;
-        while first_out < u.outs {
-            let left = (u.outs - first_out).div_ceil(LANES);
+        while first_out < u.out_pad {
+            let left = (u.out_pad - first_out) / LANES;
             let vectors = if tiles <= MAX_TILES / 2 && left >= 4 {
                 4
             } else if left >= 2 {
@@ -188,15 +233,10 @@ pub(super) fn product(
                 v_stride,
                 ins: u.ins,
             };
-            // SAFETY: `available()` (checked by `fits`) says the CPU has AVX-512F; the
-            // assertion above and `Block::check` keep every load inside the slices.
-            unsafe { block.sum(vectors, tiles, &mut sums) };
-            for (t, lanes) in sums[..tiles].iter().enumerate() {
-                let outs = (u.outs - first_out).min(vectors * LANES);
-                for (o, &value) in lanes[..outs].iter().enumerate() {
-                    m[(first_out + o) * p + first_tile + t] = value;
-                }
-            }
+            let out = &mut m[first_tile * u.out_pad + first_out..];
+            // SAFETY: `available()` (checked by `fits`) says the CPU has AVX-512F; `Block::sum`
+            // checks every load and store against the slices.
+            unsafe { block.sum(vectors, tiles, out, u.out_pad) };
             first_out += vectors * LANES;
         }
     }
@@ -213,24 +253,23 @@ struct Block<'a> {
 }
 
 impl Block<'_> {
-    fn check(&self, vectors: usize, tiles: usize) {
-        let last = self.ins - 1;
-        assert!(
-            last * self.u_stride + vectors * LANES <= self.u.len()
-                && last * self.v_stride + tiles <= self.v.len(),
-            "few-tile block out of bounds"
-        );
-    }
-
+    /// `out[t·out_stride + 16j..][..16] = Σ_c u[c][16j..][..16] · v[c][t]`.
+    ///
     /// # Safety
     /// The CPU must have AVX-512F.
     #[target_feature(enable = "avx512f")]
-    unsafe fn sum(&self, vectors: usize, tiles: usize, sums: &mut [[f32; 4 * LANES]; MAX_TILES]) {
-        self.check(vectors, tiles);
+    unsafe fn sum(&self, vectors: usize, tiles: usize, out: &mut [f32], out_stride: usize) {
+        let last = self.ins - 1;
+        assert!(
+            last * self.u_stride + vectors * LANES <= self.u.len()
+                && last * self.v_stride + tiles <= self.v.len()
+                && (tiles - 1) * out_stride + vectors * LANES <= out.len(),
+            "few-tile block out of bounds"
+        );
         macro_rules! by_tiles {
             ($v:literal: $($t:literal)*) => {
                 match tiles {
-                    $($t => unsafe { self.kernel::<$v, $t>(sums) },)*
+                    $($t => unsafe { self.kernel::<$v, $t>(out, out_stride) },)*
                     _ => unreachable!("at most {MAX_TILES} tiles"),
                 }
             };
@@ -242,19 +281,16 @@ impl Block<'_> {
         }
     }
 
-    /// `sums[t][16j..16j + 16] = Σ_c u[c][16j..] · v[c][t]`, all in registers.
+    /// [`Block::sum`] for `V` vectors and `T` tiles, the sums in registers throughout.
     ///
     /// # Safety
-    /// AVX-512F, and `check(V, T)` passed.
+    /// AVX-512F, and the bounds `sum` asserts.
     #[target_feature(enable = "avx512f")]
-    unsafe fn kernel<const V: usize, const T: usize>(
-        &self,
-        sums: &mut [[f32; 4 * LANES]; MAX_TILES],
-    ) {
+    unsafe fn kernel<const V: usize, const T: usize>(&self, out: &mut [f32], out_stride: usize) {
         let mut acc = [[_mm512_setzero_ps(); V]; T];
         let (u, v) = (self.u.as_ptr(), self.v.as_ptr());
         for c in 0..self.ins {
-            // SAFETY: within the slices by `check`.
+            // SAFETY: within the slices by `sum`'s assertion.
             let filters: [__m512; V] = std::array::from_fn(|j| unsafe {
                 _mm512_loadu_ps(u.add(c * self.u_stride + j * LANES))
             });
@@ -265,10 +301,74 @@ impl Block<'_> {
                 }
             }
         }
-        for (row, out) in acc.iter().zip(sums.iter_mut()) {
+        let out = out.as_mut_ptr();
+        for (t, row) in acc.iter().enumerate() {
             for (j, sum) in row.iter().enumerate() {
-                // SAFETY: `out` holds 4 vectors, `j < V ≤ 4`.
-                unsafe { _mm512_storeu_ps(out.as_mut_ptr().add(j * LANES), *sum) };
+                // SAFETY: within `out` by `sum`'s assertion.
+                unsafe { _mm512_storeu_ps(out.add(t * out_stride + j * LANES), *sum) };
+            }
+        }
+    }
+}
+
+/// The products of one band as [`output_block`] reads them: `m` is `[ξ][p][pad]`, and the
+/// block's channels start at `first`.
+#[derive(Clone, Copy)]
+struct Outputs<'a> {
+    m: &'a [f32],
+    p: usize,
+    pad: usize,
+    first: usize,
+}
+
+type BlockArgs<'a, 'b> = (
+    Outputs<'a>,
+    &'a mut [Vec<&'b mut [f32]>],
+    (&'a Tiling, &'a Band),
+    &'a Geometry,
+    &'a Epilogue<'a>,
+);
+
+/// `y = epilogue(Aᵀ·M·A)` for every tile of a band and up to 16 output channels (`maps`: per
+/// channel, one map per image of the group), the channels as the lanes of every pass.
+#[multiversion(targets = "simd")]
+fn output_block<const M: usize, const N: usize, T: Points<M, N>>(
+    (at, maps, (tiles, band), g, post): BlockArgs,
+) {
+    let [out_h, out_w] = g.out_size;
+    let channels = at.first..at.first + maps.len();
+    let scale: Vec<f32> = channels
+        .clone()
+        .map(|c| post.scale.map_or(1.0, |s| s[c]))
+        .collect();
+    let shift: Vec<f32> = channels.map(|c| post.shift.map_or(0.0, |s| s[c])).collect();
+    let xi_stride = at.p * at.pad;
+    // rows[M·i + r]: Aᵀ along tile row i; out[M·s + r]: then down the columns.
+    let mut rows = [0.0f32; 6 * 4 * LANES];
+    let mut out = [0.0f32; 4 * 4 * LANES];
+    for image in 0..band.images {
+        for (local, ty) in band.rows.clone().enumerate() {
+            for tx in 0..tiles.cols {
+                let column = image * band.per_image(tiles) + local * tiles.cols + tx;
+                let first = column * at.pad + at.first;
+                for i in 0..N {
+                    let m = runs(at.m, first + N * i * xi_stride, xi_stride, LANES);
+                    T::at(m, runs_mut(&mut rows, M * i * LANES, LANES, LANES));
+                }
+                for r in 0..M {
+                    let down = runs(&rows, r * LANES, M * LANES, LANES);
+                    T::at(down, runs_mut(&mut out, r * LANES, M * LANES, LANES));
+                }
+                for s in (0..M).take_while(|s| M * ty + s < out_h) {
+                    for r in (0..M).take_while(|r| M * tx + r < out_w) {
+                        let pixel = (M * ty + s) * out_w + M * tx + r;
+                        let values = &out[(M * s + r) * LANES..][..LANES];
+                        for (lane, channel) in maps.iter_mut().enumerate() {
+                            let y = values[lane] * scale[lane] + shift[lane];
+                            channel[image][pixel] = if post.relu { y.max(0.0) } else { y };
+                        }
+                    }
+                }
             }
         }
     }

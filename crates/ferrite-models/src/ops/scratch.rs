@@ -3,22 +3,32 @@
 //! Every convolution needs working memory (column matrices, phase planes, transformed tiles)
 //! that it overwrites before reading. Allocating it zeroed on every call cost a `memset` of the
 //! whole buffer each time: 6 % of seed-cnn's batch-1 inference in `perf`. Here each thread
-//! keeps its largest buffer and lends it out again, uncleared.
+//! keeps a few buffers and lends them out again, uncleared.
+//!
+//! A few, not one: a thread that waits inside a parallel op runs other tasks meanwhile (rayon
+//! steals work), and those take scratch while the waiting op still holds its own. With one
+//! spare, every such nested call allocated afresh, and the kernel zeroed its pages: at
+//! DeXpression's batch-1 inference, where the FeatEx branches and the Winograd stages all run
+//! as stolen tasks, `clear_page_erms` under these calls was 2–3 % of the samples.
 
-use std::cell::Cell;
+use std::cell::RefCell;
+
+/// Buffers each thread keeps: enough for the nesting seen in practice (an op, a stolen task
+/// inside it, and one more level).
+const SPARES: usize = 4;
 
 thread_local! {
-    static SPARE: Cell<Vec<f32>> = const { Cell::new(Vec::new()) };
+    static SPARE: RefCell<Vec<Vec<f32>>> = const { RefCell::new(Vec::new()) };
 }
 
 /// Runs `work` on `len` values of this thread's scratch. Their contents are left over from
 /// earlier calls: `work` must write before it reads. (In this crate's tests they are NaN, so a
 /// kernel that reads first fails its test.)
 ///
-/// Re-entrant: a call made while another on the same thread holds the buffer (rayon runs
-/// other tasks while one waits) gets a fresh buffer, and the larger of the two is kept.
+/// Re-entrant: a call made while another on the same thread holds a buffer (rayon runs other
+/// tasks while one waits) gets another one.
 pub fn with_scratch<R>(len: usize, work: impl FnOnce(&mut [f32]) -> R) -> R {
-    let mut buf = SPARE.take();
+    let mut buf = take_spare(len);
     if buf.len() < len {
         // Growing copies the old contents, which nobody needs; start over instead.
         buf = vec![0.0; len];
@@ -26,17 +36,40 @@ pub fn with_scratch<R>(len: usize, work: impl FnOnce(&mut [f32]) -> R) -> R {
     #[cfg(test)]
     buf[..len].fill(f32::NAN);
     let result = work(&mut buf[..len]);
-    let other = SPARE.take();
-    SPARE.set(if other.len() > buf.len() { other } else { buf });
+    SPARE.with_borrow_mut(|spares| {
+        spares.push(buf);
+        if spares.len() > SPARES {
+            let smallest = (0..spares.len()).min_by_key(|&i| spares[i].len());
+            smallest.map(|i| spares.swap_remove(i));
+        }
+    });
     result
+}
+
+/// The smallest spare holding `len` values, else the largest (to be replaced), else none.
+fn take_spare(len: usize) -> Vec<f32> {
+    SPARE.with_borrow_mut(|spares| {
+        let fits = (0..spares.len())
+            .filter(|&i| spares[i].len() >= len)
+            .min_by_key(|&i| spares[i].len());
+        let pick = fits.or_else(|| (0..spares.len()).max_by_key(|&i| spares[i].len()));
+        pick.map(|i| spares.swap_remove(i)).unwrap_or_default()
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn spare_lens() -> Vec<usize> {
+        let mut lens: Vec<usize> = SPARE.with_borrow(|s| s.iter().map(Vec::len).collect());
+        lens.sort();
+        lens
+    }
+
     #[test]
-    fn nested_calls_get_separate_buffers_and_the_larger_is_kept() {
+    fn nested_calls_get_separate_buffers_and_both_are_kept() {
+        SPARE.with_borrow_mut(Vec::clear);
         with_scratch(8, |outer| {
             outer.fill(1.0);
             with_scratch(32, |inner| {
@@ -48,9 +81,27 @@ mod tests {
                 "the nested call wrote into ours"
             );
         });
-        let kept = SPARE.take();
-        assert_eq!(kept.len(), 32);
-        SPARE.set(kept);
+        assert_eq!(spare_lens(), [8, 32]);
+        // The same nesting again allocates nothing: each call gets the spare that fits.
+        let address = |len| with_scratch(len, |s| s.as_ptr() as usize);
+        let (small, large) = (address(8), address(32));
+        with_scratch(8, |outer| {
+            assert_eq!(outer.as_ptr() as usize, small);
+            with_scratch(32, |inner| assert_eq!(inner.as_ptr() as usize, large));
+        });
+        assert_eq!(spare_lens(), [8, 32]);
+    }
+
+    #[test]
+    fn at_most_a_few_spares_are_kept_the_largest_first() {
+        SPARE.with_borrow_mut(Vec::clear);
+        fn nest(lens: &[usize]) {
+            if let [first, rest @ ..] = lens {
+                with_scratch(*first, |_| nest(rest));
+            }
+        }
+        nest(&[1, 2, 3, 4, 5, 6]);
+        assert_eq!(spare_lens(), [3, 4, 5, 6]);
     }
 
     #[test]

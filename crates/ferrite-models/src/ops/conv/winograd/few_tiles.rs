@@ -330,46 +330,50 @@ type BlockArgs<'a, 'b> = (
 );
 
 /// `y = epilogue(Aᵀ·M·A)` for every tile of a band and up to 16 output channels (`maps`: per
-/// channel, one map per image of the group), the channels as the lanes of every pass.
+/// channel, one map per image of the group), the channels as the lanes of every pass. Each
+/// image's maps are written into one block of 16 contiguous maps first (a transposing store of
+/// every tile's 16 × 16 values), then copied out by rows, with the epilogue.
 #[multiversion(targets = "simd")]
 fn output_block<const M: usize, const N: usize, T: Points<M, N>>(
     (at, maps, (tiles, band), g, post): BlockArgs,
 ) {
     let [out_h, out_w] = g.out_size;
-    let channels = at.first..at.first + maps.len();
-    let scale: Vec<f32> = channels
-        .clone()
-        .map(|c| post.scale.map_or(1.0, |s| s[c]))
-        .collect();
-    let shift: Vec<f32> = channels.map(|c| post.shift.map_or(0.0, |s| s[c])).collect();
+    let plane = g.out_plane();
     let xi_stride = at.p * at.pad;
     // rows[M·i + r]: Aᵀ along tile row i; out[M·s + r]: then down the columns.
     let mut rows = [0.0f32; 6 * 4 * LANES];
     let mut out = [0.0f32; 4 * 4 * LANES];
-    for image in 0..band.images {
-        for (local, ty) in band.rows.clone().enumerate() {
-            for tx in 0..tiles.cols {
-                let column = image * band.per_image(tiles) + local * tiles.cols + tx;
-                let first = column * at.pad + at.first;
-                for i in 0..N {
-                    let m = runs(at.m, first + N * i * xi_stride, xi_stride, LANES);
-                    T::at(m, runs_mut(&mut rows, M * i * LANES, LANES, LANES));
-                }
-                for r in 0..M {
-                    let down = runs(&rows, r * LANES, M * LANES, LANES);
-                    T::at(down, runs_mut(&mut out, r * LANES, M * LANES, LANES));
-                }
-                for s in (0..M).take_while(|s| M * ty + s < out_h) {
-                    for r in (0..M).take_while(|r| M * tx + r < out_w) {
-                        let pixel = (M * ty + s) * out_w + M * tx + r;
-                        let values = &out[(M * s + r) * LANES..][..LANES];
-                        for (lane, channel) in maps.iter_mut().enumerate() {
-                            let y = values[lane] * scale[lane] + shift[lane];
-                            channel[image][pixel] = if post.relu { y.max(0.0) } else { y };
+    let band_rows = M * band.rows.start * out_w..(M * band.rows.end).min(out_h) * out_w;
+    with_scratch(LANES * plane, |block| {
+        for image in 0..band.images {
+            for (local, ty) in band.rows.clone().enumerate() {
+                for tx in 0..tiles.cols {
+                    let column = image * band.per_image(tiles) + local * tiles.cols + tx;
+                    let first = column * at.pad + at.first;
+                    for i in 0..N {
+                        let m = runs(at.m, first + N * i * xi_stride, xi_stride, LANES);
+                        T::at(m, runs_mut(&mut rows, M * i * LANES, LANES, LANES));
+                    }
+                    for r in 0..M {
+                        let down = runs(&rows, r * LANES, M * LANES, LANES);
+                        T::at(down, runs_mut(&mut out, r * LANES, M * LANES, LANES));
+                    }
+                    let rows_here = (M * ty..out_h.min(M * ty + M)).enumerate();
+                    for (s, y) in rows_here {
+                        for (r, x) in (M * tx..out_w.min(M * tx + M)).enumerate() {
+                            let values = &out[(M * s + r) * LANES..][..LANES];
+                            for (lane, &value) in values.iter().enumerate() {
+                                block[lane * plane + y * out_w + x] = value;
+                            }
                         }
                     }
                 }
             }
+            for (lane, channel) in maps.iter_mut().enumerate() {
+                let map = &mut channel[image][band_rows.clone()];
+                map.copy_from_slice(&block[lane * plane..][band_rows.clone()]);
+                post.apply_map(map, at.first + lane);
+            }
         }
-    }
+    });
 }

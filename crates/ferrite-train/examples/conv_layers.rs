@@ -15,6 +15,9 @@ use ferrite_models::ops::conv::conv2d;
 #[global_allocator]
 static ALLOCATOR: ferrite_train::allocator::Allocator = ferrite_train::allocator::Allocator;
 
+mod common;
+use common::median;
+
 /// (name, input channels, output channels, side, kernel, stride, padding)
 const LAYERS: [(&str, usize, usize, usize, usize, usize, usize); 25] = [
     ("seed 1→16 48²", 1, 16, 48, 3, 1, 1),
@@ -44,15 +47,8 @@ const LAYERS: [(&str, usize, usize, usize, usize, usize, usize); 25] = [
     ("mx stem 8→8 46²", 8, 8, 46, 3, 1, 0),
 ];
 
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
-}
-
 fn main() {
-    ferrite_train::allocator::keep_freed_memory();
-    // As in the `ferrite` binary: the main thread is one of the pool's workers.
-    ferrite_models::pool::run_on_calling_thread().expect("the global pool is not built yet");
+    common::set_up_like_ferrite();
     let reps: usize = std::env::args()
         .nth(1)
         .and_then(|a| a.parse().ok())

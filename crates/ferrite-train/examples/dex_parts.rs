@@ -16,10 +16,8 @@ use ferrite_models::ops::{batch_norm, conv, max_pool, norm_pool};
 #[global_allocator]
 static ALLOCATOR: ferrite_train::allocator::Allocator = ferrite_train::allocator::Allocator;
 
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
-}
+mod common;
+use common::median;
 
 /// Prints the median ms of `f` as part `name` of the block at `side`², if `ONLY` picks it.
 fn time(name: &str, side: usize, reps: usize, f: &dyn Fn() -> f64) {
@@ -37,8 +35,7 @@ fn time(name: &str, side: usize, reps: usize, f: &dyn Fn() -> f64) {
 }
 
 fn main() {
-    ferrite_train::allocator::keep_freed_memory();
-    ferrite_models::pool::run_on_calling_thread().expect("pool");
+    common::set_up_like_ferrite();
     let reps = 15;
     let device = Device::flex().autodiff();
     let b = 64;

@@ -14,14 +14,11 @@ use ferrite_models::ops::{max_pool, norm_pool};
 #[global_allocator]
 static ALLOCATOR: ferrite_train::allocator::Allocator = ferrite_train::allocator::Allocator;
 
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
-}
+mod common;
+use common::median;
 
 fn main() {
-    ferrite_train::allocator::keep_freed_memory();
-    ferrite_models::pool::run_on_calling_thread().expect("the global pool is not built yet");
+    common::set_up_like_ferrite();
     let reps: usize = std::env::args()
         .nth(1)
         .and_then(|a| a.parse().ok())

@@ -111,14 +111,13 @@ struct Key {
 }
 
 impl Key {
-    fn of(w: &FlexTensor, g: &Geometry, tiles: &Tiling) -> Option<Self> {
-        let values = w.as_slice::<f32>()?;
-        Some(Self {
+    fn of(values: &[f32], g: &Geometry, tiles: &Tiling) -> Self {
+        Self {
             address: values.as_ptr() as usize,
             len: values.len(),
             shape: [g.out_channels, g.in_channels],
             m: tiles.m,
-        })
+        }
     }
 }
 
@@ -128,9 +127,7 @@ static CACHE: Mutex<Vec<Entry>> = Mutex::new(Vec::new());
 /// them.
 pub(super) fn filters(w: &FlexTensor, g: &Geometry, tiles: &Tiling) -> Arc<Transposed> {
     let values = w.as_slice::<f32>().expect("contiguous f32 weights");
-    let Some(key) = Key::of(w, g, tiles) else {
-        return Arc::new(Transposed::new(values, g, tiles));
-    };
+    let key = Key::of(values, g, tiles);
     // A poisoned lock only means another thread panicked mid-update: entries stay valid.
     let mut cache = CACHE.lock().unwrap_or_else(|e| e.into_inner());
     cache.retain(|e| !e.weights.is_unique());

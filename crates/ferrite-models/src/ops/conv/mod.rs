@@ -1,5 +1,6 @@
-//! Convolution: Winograd F(4×4, 3×3) or F(2×2, 3×3) for dense 3×3 stride-1 convolutions
-//! ([`winograd`]),
+//! Convolution: Winograd F(4×4, 3×3), F(3×3, 3×3) or F(2×2, 3×3) for dense 3×3 stride-1
+//! convolutions ([`winograd`]; at inference on few tiles with each weight tensor's transformed
+//! filters cached),
 //! direct 3×3 kernels for those to few output channels and for stride-2 forwards ([`direct`]),
 //! channels-last gradients of 3×3 convolutions from multiples of 16 channels
 //! ([`channels_last`]), products over groups of images for 1×1 ones on small maps

@@ -49,16 +49,10 @@ const LAYERS: [(&str, usize, usize, usize, usize, usize, usize); 25] = [
 
 fn main() {
     common::set_up_like_ferrite();
-    let reps: usize = std::env::args()
-        .nth(1)
-        .and_then(|a| a.parse().ok())
-        .unwrap_or(5);
+    let reps: usize = common::arg(1, 5);
     let filter = std::env::args().nth(2).unwrap_or_default();
     let device = Device::flex().autodiff();
-    let batch: usize = std::env::args()
-        .nth(3)
-        .and_then(|a| a.parse().ok())
-        .unwrap_or(64);
+    let batch: usize = common::arg(3, 64);
     println!("| layer | forward ms | fwd+bwd ms | GMAC/s (fwd+bwd, direct count) |");
     println!("|---|---|---|---|");
     let mut total = 0.0;

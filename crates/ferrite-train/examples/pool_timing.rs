@@ -19,10 +19,7 @@ use common::median;
 
 fn main() {
     common::set_up_like_ferrite();
-    let reps: usize = std::env::args()
-        .nth(1)
-        .and_then(|a| a.parse().ok())
-        .unwrap_or(2001);
+    let reps: usize = common::arg(1, 2001);
     let device = Device::flex();
     let time = |name: &str, f: &dyn Fn()| {
         f();

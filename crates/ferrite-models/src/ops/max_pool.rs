@@ -213,7 +213,7 @@ fn separable_maxima(planes: &[&[f32]], negated: Option<&[bool]>, w: &Window) -> 
     y
 }
 
-/// The larger of `b` and `v`, NaN winning (as in [`max_run`]), without a branch.
+/// The larger of `b` and `v`, NaN winning (as in Burn and PyTorch), without a branch.
 #[inline(always)]
 fn max_or_nan(b: f32, v: f32) -> f32 {
     #[allow(clippy::eq_op)] // v != v: NaN wins
@@ -275,10 +275,7 @@ fn keep_every_stride(full: &[f32], w: &Window, y: &mut [f32]) {
         .zip(y.chunks_exact_mut(out_h * out_w))
     {
         for (oy, row) in out.chunks_exact_mut(out_w).enumerate() {
-            let src = &p[stride * oy * width..];
-            for (ox, v) in row.iter_mut().enumerate() {
-                *v = src[stride * ox];
-            }
+            every_nth(row, &p[stride * oy * width..][..width], stride);
         }
     }
 }
@@ -429,10 +426,7 @@ fn compare_run(best: &mut [f32], tap: &mut [u8], src: &[f32], t: u8) {
 fn max_run(best: &mut [f32], src: &[f32]) {
     let src = &src[..best.len()];
     for (b, &v) in best.iter_mut().zip(src) {
-        #[allow(clippy::eq_op)] // v != v: NaN wins, as in Burn and PyTorch
-        let take = (v > *b) | (v != v);
-        let mask = (take as u32).wrapping_neg();
-        *b = f32::from_bits((v.to_bits() & mask) | (b.to_bits() & !mask));
+        *b = max_or_nan(*b, v);
     }
 }
 

@@ -9,7 +9,8 @@
 //! steals work), and those take scratch while the waiting op still holds its own. With one
 //! spare, every such nested call allocated afresh, and the kernel zeroed its pages: at
 //! DeXpression's batch-1 inference, where the FeatEx branches and the Winograd stages all run
-//! as stolen tasks, `clear_page_erms` under these calls was 2–3 % of the samples.
+//! as stolen tasks, the kernel's page clearing under the convolutions was about 2 % of the
+//! samples in `perf`.
 
 use std::cell::RefCell;
 

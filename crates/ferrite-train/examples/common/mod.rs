@@ -1,5 +1,9 @@
 //! What the timing examples share: the process set up as the `ferrite` binary runs (mimalloc
-//! keeping freed memory, the main thread one of rayon's workers), and the median.
+//! keeping freed memory, the main thread one of rayon's workers), the median, and argument
+//! parsing.
+
+// Each example compiles its own copy of this module and uses only part of it.
+#![allow(dead_code)]
 
 /// Call first thing in `main`.
 pub fn set_up_like_ferrite() {
@@ -11,4 +15,12 @@ pub fn set_up_like_ferrite() {
 pub fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
     v[v.len() / 2]
+}
+
+/// Command-line argument `n` parsed, or `default` when absent or unparsable.
+pub fn arg<T: std::str::FromStr>(n: usize, default: T) -> T {
+    std::env::args()
+        .nth(n)
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(default)
 }

@@ -1066,16 +1066,21 @@ mod tests {
         }
     }
 
+    /// The epilogue the tests check through: a bias, then ReLU.
+    fn bias_and_relu(bias: &[f32]) -> Epilogue<'_> {
+        Epilogue {
+            shift: Some(bias),
+            relu: true,
+            ..Epilogue::default()
+        }
+    }
+
     fn assert_tiling_matches_im2col(g: &Geometry, tiles: Tiling) {
         let x = values(g.input_len(), 1);
         let w = values(g.out_channels * g.in_channels * 9, 2);
         let dy = values(g.output_len(), 3);
         let bias = values(g.out_channels, 4);
-        let post = Epilogue {
-            shift: Some(&bias),
-            relu: true,
-            ..Epilogue::default()
-        };
+        let post = bias_and_relu(&bias);
         let grads = |input: bool, weight: bool| {
             let (dx, dw) = gradients_tiled(&x, &w, &dy, g, [input, weight], tiles);
             assert_eq!((dx.is_some(), dw.is_some()), (input, weight));
@@ -1211,11 +1216,7 @@ mod tests {
                 assert!(!applies(&g) && applies_at_inference(&g), "{g:?}");
                 let x = values(g.input_len(), 1);
                 let bias = values(g.out_channels, 4);
-                let post = Epilogue {
-                    shift: Some(&bias),
-                    relu: true,
-                    ..Epilogue::default()
-                };
+                let post = bias_and_relu(&bias);
                 for seed in [2, 5] {
                     // The second weights have the first's shape: not served its filters.
                     let w = weights(&g, seed);

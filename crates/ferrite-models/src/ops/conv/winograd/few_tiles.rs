@@ -18,7 +18,7 @@
 use std::arch::x86_64::{
     __m512, _mm512_fmadd_ps, _mm512_loadu_ps, _mm512_set1_ps, _mm512_setzero_ps, _mm512_storeu_ps,
 };
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
 use burn::backend::flex::FlexTensor;
 use multiversion::multiversion;
@@ -128,9 +128,7 @@ static CACHE: Mutex<Vec<Entry>> = Mutex::new(Vec::new());
 pub(super) fn filters(w: &FlexTensor, g: &Geometry, tiles: &Tiling) -> Arc<Transposed> {
     let values = w.as_slice::<f32>().expect("contiguous f32 weights");
     let key = Key::of(values, g, tiles);
-    // A poisoned lock only means another thread panicked mid-update: entries stay valid.
-    let mut cache = CACHE.lock().unwrap_or_else(|e| e.into_inner());
-    cache.retain(|e| !e.weights.is_unique());
+    let mut cache = live_entries();
     if let Some(entry) = cache.iter().find(|e| e.key == key) {
         return Arc::clone(&entry.filters);
     }
@@ -146,12 +144,18 @@ pub(super) fn filters(w: &FlexTensor, g: &Geometry, tiles: &Tiling) -> Arc<Trans
     filters
 }
 
+/// The cache, locked, without the entries whose weights nobody else holds any more.
+fn live_entries() -> MutexGuard<'static, Vec<Entry>> {
+    // A poisoned lock only means another thread panicked mid-update: entries stay valid.
+    let mut cache = CACHE.lock().unwrap_or_else(|e| e.into_inner());
+    cache.retain(|e| !e.weights.is_unique());
+    cache
+}
+
 /// The `[out, in]` shapes of the cached entries (for tests).
 #[cfg(test)]
 pub(super) fn cached_shapes() -> Vec<[usize; 2]> {
-    let mut cache = CACHE.lock().unwrap_or_else(|e| e.into_inner());
-    cache.retain(|e| !e.weights.is_unique());
-    cache.iter().map(|e| e.key.shape).collect()
+    live_entries().iter().map(|e| e.key.shape).collect()
 }
 
 /// `y = epilogue(conv(x, w))` with `u` the transformed filters of `w`: per band, the input

@@ -3,7 +3,9 @@
 //! it, and forward + both gradients as a training step runs them. Compare the
 //! kernels with `FERRITE_KERNELS=im2col` (no Winograd) or `burn`.
 //!
-//!   conv_layers [REPS] [LAYER-SUBSTRING] [BATCH]
+//!   conv_layers [REPS] [LAYER-SUBSTRING] [BATCH] [forward]
+//!
+//! With `forward`, only the forward column is measured (for profiling it).
 
 use std::time::Instant;
 
@@ -53,6 +55,7 @@ fn main() {
     let filter = std::env::args().nth(2).unwrap_or_default();
     let device = Device::flex().autodiff();
     let batch: usize = common::arg(3, 64);
+    let forward_only = std::env::args().nth(4).is_some_and(|a| a == "forward");
     println!("| layer | forward ms | fwd+bwd ms | GMAC/s (fwd+bwd, direct count) |");
     println!("|---|---|---|---|");
     let mut total = 0.0;
@@ -88,7 +91,10 @@ fn main() {
         };
         run(true);
         let forward = median((0..reps).map(|_| run(false)).collect());
-        let both = median((0..reps).map(|_| run(true)).collect());
+        let both = match forward_only {
+            true => f64::NAN,
+            false => median((0..reps).map(|_| run(true)).collect()),
+        };
         let out = (side + 2 * pad - k) / stride + 1;
         let macs = (batch * cout * out * out * cin * k * k) as f64;
         total += both;

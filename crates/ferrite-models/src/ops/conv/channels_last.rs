@@ -214,15 +214,10 @@ mod avx512 {
         _mm512_storeu_ps, _mm512_unpackhi_pd, _mm512_unpackhi_ps, _mm512_unpacklo_pd,
         _mm512_unpacklo_ps,
     };
-    use std::sync::OnceLock;
 
     use super::LANES;
 
-    /// Whether this CPU has AVX-512F (checked once).
-    pub(super) fn available() -> bool {
-        static AVAILABLE: OnceLock<bool> = OnceLock::new();
-        *AVAILABLE.get_or_init(|| std::arch::is_x86_feature_detected!("avx512f"))
-    }
+    pub(super) use crate::ops::conv::has_avx512f as available;
 
     fn mask(n: usize) -> __mmask16 {
         ((1u32 << n) - 1) as __mmask16

@@ -1,7 +1,8 @@
 //! Direct 3×3, stride-1 convolutions to few output channels (mini-Xception's 8→8 stem, the
 //! 7-class heads of seed-cnn and mini-Xception), and stride-2 forwards (seed-cnn's
-//! down-sampling layers, on phase planes), at batch ≥ the thread count. (From 16 input
-//! channels the gradients run in [`super::channels_last`] instead.)
+//! down-sampling layers, on phase planes), at batch ≥ the thread count (from 16 input
+//! channels the gradients run in [`super::channels_last`] instead); and, at inference, 3×3
+//! forwards at stride 1 or 2 on fewer images than threads ([`few_images`]).
 //!
 //! Why: with few output channels im2col's column matrix costs as much as the work it feeds
 //! (72 values copied per 8 multiply-adds for 8→8), and mini-Xception's 8→8 stem ran at 25 G
@@ -12,6 +13,10 @@
 //! of the padded output gradient with the filters turned by 180° and transposed; the weight
 //! gradient keeps, per input channel and tap, 8 output channels' sums in registers.
 
+#[cfg(target_arch = "x86_64")]
+mod few_images;
+
+use burn::backend::flex::FlexTensor;
 use multiversion::multiversion;
 use rayon::prelude::*;
 
@@ -37,6 +42,28 @@ pub(super) fn applies(g: &Geometry) -> bool {
         && !crate::ops::im2col_forced()
         && Wide::forward(g).is_some()
         && Wide::input_grad(g).is_some()
+}
+
+/// Whether [`infer`] runs `g`: at inference (filters fixed), a 3×3 convolution at stride 1 or
+/// 2 on a batch smaller than the thread count ([`few_images`], x86-64 with AVX-512).
+pub(super) fn applies_at_inference(g: &Geometry) -> bool {
+    #[cfg(target_arch = "x86_64")]
+    return few_images::applies(g);
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = g;
+        false
+    }
+}
+
+/// `y = epilogue(conv(x, w))` at inference, where `w` stays the same from call to call.
+pub(super) fn infer(x: &[f32], w: &FlexTensor, post: &Epilogue, g: &Geometry) -> Vec<f32> {
+    #[cfg(target_arch = "x86_64")]
+    if few_images::applies(g) {
+        return few_images::forward(x, w, post, g);
+    }
+    let w = w.as_slice::<f32>().expect("contiguous f32 weights");
+    super::kernels::dense_forward(x, w, post, g)
 }
 
 /// The kernels sum with `mul_add`, one instruction where the CPU has FMA and a slow library
@@ -149,6 +176,15 @@ struct Sweep {
 }
 
 impl Sweep {
+    /// A block's wide planes (`wide` values apart) narrowed into its `maps`, the first of
+    /// them output channel `first`, then `post`.
+    fn narrow_block(&self, wide_out: &[f32], maps: &mut [f32], first: usize, post: &Epilogue) {
+        for (b, map) in maps.chunks_exact_mut(self.out_plane).enumerate() {
+            narrow_rows(&wide_out[b * self.wide..], self.row_width, self.out_w, map);
+            post.apply_map(map, first + b);
+        }
+    }
+
     fn of(layout: &Wide) -> Self {
         Self {
             plane: layout.padded_len(),
@@ -172,16 +208,22 @@ fn correlate_image(
     maps: &mut [f32],
     post: &Epilogue,
 ) {
-    let (wide, plane) = (sweep.wide, sweep.out_plane);
     let per_block = filters.len() / outs.div_ceil(BLOCK);
-    for (block, filters) in filters.chunks_exact(per_block).enumerate() {
-        correlate_block(padded, sweep.plane, sweep.offsets, filters, wide_out, wide);
-        for b in 0..BLOCK.min(outs - block * BLOCK) {
-            let c = block * BLOCK + b;
-            let map = &mut maps[c * plane..(c + 1) * plane];
-            narrow_rows(&wide_out[b * wide..], sweep.row_width, sweep.out_w, map);
-            post.apply_map(map, c);
-        }
+    let block_maps = BLOCK * sweep.out_plane;
+    for (block, (filters, maps)) in filters
+        .chunks_exact(per_block)
+        .zip(maps.chunks_mut(block_maps))
+        .enumerate()
+    {
+        correlate_block(
+            padded,
+            sweep.plane,
+            sweep.offsets,
+            filters,
+            wide_out,
+            sweep.wide,
+        );
+        sweep.narrow_block(wide_out, maps, block * BLOCK, post);
     }
 }
 
@@ -219,33 +261,15 @@ pub(super) fn strided_applies(g: &Geometry) -> bool {
 /// a fixed offset, then correlated as at stride 1. (im2col's forward ran at 35–49 G
 /// multiply-adds/s on seed-cnn's stride-2 layers.)
 pub(super) fn strided_forward(x: &[f32], w: &[f32], post: &Epilogue, g: &Geometry) -> Vec<f32> {
-    let ph = Phases::new(g);
-    let plane = ph.channel_len();
-    let offsets: [usize; TAPS] = std::array::from_fn(|t| ph.tap_offset(g, t / 3, t % 3));
-    let sweep = Sweep {
-        plane,
-        offsets,
-        wide: ph.wide_len(g).next_multiple_of(LANES),
-        row_width: ph.width(),
-        out_w: g.out_size[1],
-        out_plane: g.out_plane(),
-    };
-    // Room for the last channel's farthest tap of the last step.
-    let farthest = offsets.iter().max().copied().unwrap_or(0) + sweep.wide;
-    let padded_len = (g.in_channels - 1) * plane + farthest.max(plane);
+    let spread = Spread::of(g).expect("checked by strided_applies");
+    let sweep = spread.sweep(g);
+    let padded_len = spread.image_len(g, &sweep);
     let filters = blocked_filters(w, g.out_channels, g.in_channels, false);
     let (image_in, image_out) = (g.in_channels * g.in_plane(), g.out_channels * g.out_plane());
     output::par_chunks(g.output_len(), image_out, 1, |n, maps| {
         with_scratch(padded_len + BLOCK * sweep.wide, |buf| {
             let (padded, wide_out) = buf.split_at_mut(padded_len);
-            let image = &x[n * image_in..][..image_in];
-            for (channel, planes) in image
-                .chunks_exact(g.in_plane())
-                .zip(padded.chunks_mut(plane))
-            {
-                split_phases(channel, g, &ph, &mut planes[..plane]);
-            }
-            padded[g.in_channels * plane..].fill(0.0);
+            spread.spread_image(&x[n * image_in..][..image_in], g, padded);
             correlate_image(
                 &sweep,
                 padded,
@@ -257,6 +281,77 @@ pub(super) fn strided_forward(x: &[f32], w: &[f32], post: &Epilogue, g: &Geometr
             );
         })
     })
+}
+
+/// How an image's source planes are laid out so that every tap of 16 neighbouring outputs
+/// is one 16-wide load at a fixed offset: zero-padded at stride 1 ([`Wide`]), split into
+/// phase planes at stride 2 ([`Phases`]).
+enum Spread {
+    Padded(Wide),
+    Phases(Phases),
+}
+
+impl Spread {
+    /// `g`'s layout, for 3×3 filters at stride 1 or 2.
+    fn of(g: &Geometry) -> Option<Self> {
+        if g.kernel != [3, 3] || g.dilation != [1, 1] {
+            return None;
+        }
+        match g.stride {
+            [1, 1] => Wide::forward(g).map(Self::Padded),
+            [2, 2] => Some(Self::Phases(Phases::new(g))),
+            _ => None,
+        }
+    }
+
+    fn sweep(&self, g: &Geometry) -> Sweep {
+        match self {
+            Self::Padded(layout) => Sweep::of(layout),
+            Self::Phases(ph) => Sweep {
+                plane: ph.channel_len(),
+                offsets: std::array::from_fn(|t| ph.tap_offset(g, t / 3, t % 3)),
+                wide: ph.wide_len(g).next_multiple_of(LANES),
+                row_width: ph.width(),
+                out_w: g.out_size[1],
+                out_plane: g.out_plane(),
+            },
+        }
+    }
+
+    /// Values of one image's spread channels (`sweep.plane` apart), with room for the last
+    /// channel's farthest tap of the last step.
+    fn image_len(&self, g: &Geometry, sweep: &Sweep) -> usize {
+        let farthest = sweep.offsets.iter().max().copied().unwrap_or(0) + sweep.wide;
+        (g.in_channels - 1) * sweep.plane + farthest.max(sweep.plane)
+    }
+
+    /// One source plane into its `plane` values of `out`.
+    fn spread_channel(&self, channel: &[f32], g: &Geometry, out: &mut [f32]) {
+        match self {
+            Self::Padded(layout) => layout.pad(channel, out),
+            Self::Phases(ph) => split_phases(channel, g, ph, out),
+        }
+    }
+
+    /// An image's channels into `out` (`image_len` values).
+    fn spread_image(&self, image: &[f32], g: &Geometry, out: &mut [f32]) {
+        let plane = self.channel_len();
+        let (planes, slack) = out.split_at_mut(g.in_channels * plane);
+        for (channel, planes) in image
+            .chunks_exact(g.in_plane())
+            .zip(planes.chunks_mut(plane))
+        {
+            self.spread_channel(channel, g, planes);
+        }
+        slack.fill(0.0);
+    }
+
+    fn channel_len(&self) -> usize {
+        match self {
+            Self::Padded(layout) => layout.padded_len(),
+            Self::Phases(ph) => ph.channel_len(),
+        }
+    }
 }
 
 /// `dL/dx`: the output gradient correlated with the filters turned by 180°, `in` and `out`

@@ -1,7 +1,8 @@
 //! Convolution: Winograd F(4×4, 3×3), F(3×3, 3×3) or F(2×2, 3×3) for dense 3×3 stride-1
 //! convolutions ([`winograd`]; at inference on few tiles with each weight tensor's transformed
 //! filters cached),
-//! direct 3×3 kernels for those to few output channels and for stride-2 forwards ([`direct`]),
+//! direct 3×3 kernels for those to few output channels, for stride-2 forwards and at inference
+//! on batches smaller than the thread count ([`direct`]),
 //! channels-last gradients of 3×3 convolutions from multiples of 16 channels
 //! ([`channels_last`]), products over groups of images for 1×1 ones on small maps
 //! ([`pointwise`]), im2col + one matrix product per image for the other dense ones
@@ -16,6 +17,7 @@ mod bf16;
 mod channels_last;
 mod depthwise;
 mod direct;
+mod filter_cache;
 mod kernels;
 mod pointwise;
 mod tracked;
@@ -89,6 +91,13 @@ pub fn forward_normalized(conv: &Conv2d, norm: &BatchNorm, x: Tensor<4>, relu: b
     let flex = |t: Tensor<4>| t.try_into_primitive::<Flex>().expect("routed as flex");
     let (x, w) = (flex(x), flex(conv.weight.val()));
     Tensor::from_primitive::<Flex>(forward_flex(&x, &w, &post, &g, Filters::Fixed))
+}
+
+/// Whether this CPU has AVX-512F (checked once), which the hand-written intrinsic kernels need.
+#[cfg(target_arch = "x86_64")]
+fn has_avx512f() -> bool {
+    static HAS: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *HAS.get_or_init(|| std::arch::is_x86_feature_detected!("avx512f"))
 }
 
 /// The options `Conv2d::forward` would use, or `None` for 'same' padding.
@@ -209,6 +218,8 @@ fn forward_flex(
         depthwise::forward(x, w, post, g)
     } else if filters == Filters::Fixed && winograd::applies_at_inference(g) {
         winograd::infer(x, &w_tensor, post, g)
+    } else if filters == Filters::Fixed && direct::applies_at_inference(g) {
+        direct::infer(x, &w_tensor, post, g)
     } else if winograd::applies(g) {
         winograd::forward(x, w, post, g)
     } else if direct::applies(g) {

@@ -9,16 +9,12 @@
 //! transform is computed once per weight tensor and cached, laid out `[ξ][in][out]`, and a
 //! micro-kernel keeps up to 12 tiles × 2 vectors of output channels (or 6 × 4) in registers:
 //! per input channel, 2 (4) loads of filters and one broadcast per tile.
-//!
-//! The cache is sound because burn-flex storage is an `Arc` that is copied before any
-//! write while it is shared: an entry holds a clone of its weights, so the values it was built
-//! from cannot change, and the address cannot be reused, while it exists. Entries whose
-//! weights nobody else holds any more (the model was dropped) are removed on the next call.
+//! (Why the cache is sound: [`crate::ops::conv::filter_cache`].)
 
 use std::arch::x86_64::{
     __m512, _mm512_fmadd_ps, _mm512_loadu_ps, _mm512_set1_ps, _mm512_setzero_ps, _mm512_storeu_ps,
 };
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::sync::Arc;
 
 use burn::backend::flex::FlexTensor;
 use multiversion::multiversion;
@@ -28,6 +24,7 @@ use super::transforms::{Points, runs, runs_mut};
 use super::{
     Band, Spreading, Tiling, f33, f43, filter_transform, maps_by_channel, transform_inputs,
 };
+use crate::ops::conv::filter_cache::{Cached, FilterCache};
 use crate::ops::conv::kernels::{Epilogue, Geometry};
 use crate::ops::scratch::with_scratch;
 
@@ -48,14 +45,9 @@ const LANES: usize = 16;
 /// Whether the cached path can run `g` with `tiles`: the CPU has AVX-512 and the transformed
 /// filters are small enough to keep.
 pub(super) fn fits(g: &Geometry, tiles: &Tiling) -> bool {
-    available()
+    crate::ops::conv::has_avx512f()
         && [f33::M, f43::M].contains(&tiles.m)
         && tiles.xi() * g.in_channels * g.out_channels.next_multiple_of(LANES) <= MAX_VALUES
-}
-
-fn available() -> bool {
-    static AVAILABLE: OnceLock<bool> = OnceLock::new();
-    *AVAILABLE.get_or_init(|| std::arch::is_x86_feature_detected!("avx512f"))
 }
 
 /// `U[ξ]ᵀ` for every position: `[ξ][in][out_pad]`, zeros past the last output channel.
@@ -94,68 +86,27 @@ impl Transposed {
     }
 }
 
-struct Entry {
-    /// Keeps the values the filters came from alive and unchanged (see the module's notes).
-    weights: FlexTensor,
-    key: Key,
-    filters: Arc<Transposed>,
-}
-
-/// Where the weights' values are, how many, and the tile side they were transformed for.
-#[derive(PartialEq, Eq, Clone, Copy, Debug)]
-struct Key {
-    address: usize,
-    len: usize,
-    shape: [usize; 2],
-    m: usize,
-}
-
-impl Key {
-    fn of(values: &[f32], g: &Geometry, tiles: &Tiling) -> Self {
-        Self {
-            address: values.as_ptr() as usize,
-            len: values.len(),
-            shape: [g.out_channels, g.in_channels],
-            m: tiles.m,
-        }
+impl Cached for Transposed {
+    fn len(&self) -> usize {
+        self.values.len()
     }
 }
 
-static CACHE: Mutex<Vec<Entry>> = Mutex::new(Vec::new());
+static CACHE: FilterCache<Transposed> = FilterCache::new(MAX_CACHED);
 
 /// The transformed filters of `w` (contiguous, `[out][in][3][3]`), from the cache when it has
 /// them.
 pub(super) fn filters(w: &FlexTensor, g: &Geometry, tiles: &Tiling) -> Arc<Transposed> {
-    let values = w.as_slice::<f32>().expect("contiguous f32 weights");
-    let key = Key::of(values, g, tiles);
-    let mut cache = live_entries();
-    if let Some(entry) = cache.iter().find(|e| e.key == key) {
-        return Arc::clone(&entry.filters);
-    }
-    let filters = Arc::new(Transposed::new(values, g, tiles));
-    cache.push(Entry {
-        weights: w.clone(),
-        key,
-        filters: Arc::clone(&filters),
-    });
-    while cache.iter().map(|e| e.filters.values.len()).sum::<usize>() > MAX_CACHED {
-        cache.remove(0);
-    }
-    filters
-}
-
-/// The cache, locked, without the entries whose weights nobody else holds any more.
-fn live_entries() -> MutexGuard<'static, Vec<Entry>> {
-    // A poisoned lock only means another thread panicked mid-update: entries stay valid.
-    let mut cache = CACHE.lock().unwrap_or_else(|e| e.into_inner());
-    cache.retain(|e| !e.weights.is_unique());
-    cache
+    let shape = [g.out_channels, g.in_channels];
+    CACHE.get(w, shape, tiles.m, |values| {
+        Transposed::new(values, g, tiles)
+    })
 }
 
 /// The `[out, in]` shapes of the cached entries (for tests).
 #[cfg(test)]
 pub(super) fn cached_shapes() -> Vec<[usize; 2]> {
-    live_entries().iter().map(|e| e.key.shape).collect()
+    CACHE.shapes()
 }
 
 /// `y = epilogue(conv(x, w))` with `u` the transformed filters of `w`: per band, the input

@@ -1,0 +1,267 @@
+//! Direct 3×3 convolutions at stride 1 or 2 on batches smaller than the thread count
+//! (batch-1 serving), split over the threads by blocks of output channels.
+//!
+//! Why: at batch 1 seed-cnn's layers (1–64 channels on 48² to 6² maps) ran through im2col
+//! at 14–41 G multiply-adds/s, the column matrix costing as much as the product it feeds,
+//! and its filters were regrouped on every call. Here each thread spreads the image's source
+//! planes ([`Spread`]) and sums its share of the output channels: each block of 8 output channels keeps
+//! 3 steps × 8 channels of sums in registers across all input channels and taps (per
+//! channel and tap: 3 loads, 8 broadcasts, 24 multiply-adds); the blocked filters are
+//! cached per weight tensor ([`FilterCache`]).
+
+use std::arch::x86_64::{
+    __m512, _mm512_fmadd_ps, _mm512_loadu_ps, _mm512_set1_ps, _mm512_setzero_ps, _mm512_storeu_ps,
+};
+use std::sync::Arc;
+
+use burn::backend::flex::FlexTensor;
+
+use super::{BLOCK, Spread, Sweep, blocked_filters, fused_multiply_add};
+use crate::ops::conv::filter_cache::FilterCache;
+use crate::ops::conv::kernels::{Epilogue, Geometry};
+use crate::ops::conv::wide::{LANES, TAPS};
+use crate::ops::output;
+use crate::ops::scratch::with_scratch;
+
+/// 16-wide steps of outputs summed at once.
+const STEPS: usize = 3;
+
+/// Blocked filters of every live model's layers that run here, as many values as their
+/// weights (seed-cnn's take 76 k, VGG's 4.1 M): 64 MB.
+const MAX_CACHED: usize = 1 << 24;
+
+static CACHE: FilterCache<Vec<f32>> = FilterCache::new(MAX_CACHED);
+
+/// Whether `g`'s forward runs here at inference.
+pub(super) fn applies(g: &Geometry) -> bool {
+    g.groups == 1
+        && g.batch < rayon::current_num_threads()
+        && crate::ops::conv::has_avx512f()
+        && fused_multiply_add()
+        && !crate::ops::im2col_forced()
+        && Spread::of(g).is_some()
+}
+
+/// `y = epilogue(conv(x, w))`, `w` the layer's weights (`[out][in][3][3]`, contiguous).
+pub(super) fn forward(x: &[f32], w: &FlexTensor, post: &Epilogue, g: &Geometry) -> Vec<f32> {
+    let (ins, outs) = (g.in_channels, g.out_channels);
+    let filters: Arc<Vec<f32>> = CACHE.get(w, [outs, ins], 0, |values| {
+        blocked_filters(values, outs, ins, false)
+    });
+    let spread = Spread::of(g).expect("checked by applies");
+    let sweep = spread.sweep(g);
+    let image_len = spread.image_len(g, &sweep);
+    let image_in = ins * g.in_plane();
+    let part = Part::of(g);
+    let block_maps = BLOCK * g.out_plane();
+    let part_maps = (part.blocks * BLOCK).min(outs) * g.out_plane();
+    output::par_chunks(g.output_len(), part_maps, 1, |task, maps| {
+        let (n, first_block) = (task / part.per_image, task % part.per_image * part.blocks);
+        with_scratch(image_len + BLOCK * sweep.wide, |buf| {
+            let (source, wide_out) = buf.split_at_mut(image_len);
+            spread.spread_image(&x[n * image_in..][..image_in], g, source);
+            let per_block = ins * TAPS * BLOCK;
+            for (k, maps) in maps.chunks_mut(block_maps).enumerate() {
+                let block = first_block + k;
+                let filters = &filters[block * per_block..][..per_block];
+                // SAFETY: `applies` checked that the CPU has AVX-512F.
+                unsafe { correlate_block(source, &sweep, filters, wide_out) };
+                sweep.narrow_block(wide_out, maps, block * BLOCK, post);
+            }
+        })
+    })
+}
+
+/// How each image's output channels are shared out: `per_image` parts of `blocks` blocks of
+/// 8, enough parts to busy every thread.
+///
+/// Each part spreads its image's planes itself: the threads then read and write only their
+/// own copies (spread once and shared, the planes moved between the cores' caches on every
+/// call, and spreading took 37 % of seed-cnn's 16→16/2 at batch 1).
+struct Part {
+    blocks: usize,
+    per_image: usize,
+}
+
+impl Part {
+    fn of(g: &Geometry) -> Self {
+        let blocks = g.out_channels.div_ceil(BLOCK);
+        let wanted = rayon::current_num_threads()
+            .div_ceil(g.batch)
+            .clamp(1, blocks);
+        let per_part = blocks.div_ceil(wanted);
+        // Parts are chunks of the whole output: across images, a short last part would
+        // shift the next image's parts.
+        let short_last = (g.out_channels % (per_part * BLOCK)) != 0;
+        let per_part = if g.batch > 1 && short_last {
+            blocks
+        } else {
+            per_part
+        };
+        Self {
+            blocks: per_part,
+            per_image: blocks.div_ceil(per_part),
+        }
+    }
+}
+
+/// `out[b][p] = Σ_(c, t) filters[c][t][b] · source[c·plane + p + offsets[t]]` for one block
+/// of 8 output channels, over every step of the sweep's wide planes.
+///
+/// # Safety
+/// The CPU must have AVX-512F.
+#[target_feature(enable = "avx512f")]
+unsafe fn correlate_block(source: &[f32], sweep: &Sweep, filters: &[f32], out: &mut [f32]) {
+    let ins = filters.len() / (TAPS * BLOCK);
+    let farthest = sweep.offsets.iter().max().copied().unwrap_or(0);
+    assert!(
+        (ins - 1) * sweep.plane + farthest + sweep.wide <= source.len()
+            && BLOCK * sweep.wide <= out.len()
+            && sweep.wide % LANES == 0,
+        "direct block out of bounds"
+    );
+    let steps = sweep.wide / LANES;
+    let mut step = 0;
+    while step < steps {
+        let at = step * LANES;
+        // SAFETY: AVX-512F, and every step's reads and writes lie within the bounds asserted.
+        unsafe {
+            match steps - step {
+                1 => steps_kernel::<1>(source, sweep, filters, ins, at, out),
+                2 => steps_kernel::<2>(source, sweep, filters, ins, at, out),
+                _ => steps_kernel::<STEPS>(source, sweep, filters, ins, at, out),
+            }
+        }
+        step += STEPS;
+    }
+}
+
+/// [`correlate_block`] for the `S` steps from output `at`, the sums in registers throughout.
+///
+/// # Safety
+/// AVX-512F, and the bounds `correlate_block` asserts.
+#[target_feature(enable = "avx512f")]
+#[inline]
+unsafe fn steps_kernel<const S: usize>(
+    source: &[f32],
+    sweep: &Sweep,
+    filters: &[f32],
+    ins: usize,
+    at: usize,
+    out: &mut [f32],
+) {
+    let mut acc = [[_mm512_setzero_ps(); S]; BLOCK];
+    let (src, w) = (source.as_ptr(), filters.as_ptr());
+    for c in 0..ins {
+        for (t, &offset) in sweep.offsets.iter().enumerate() {
+            let first = c * sweep.plane + at + offset;
+            // SAFETY: within `source` and `filters` by the caller's bounds.
+            let inputs: [__m512; S] =
+                std::array::from_fn(|s| unsafe { _mm512_loadu_ps(src.add(first + s * LANES)) });
+            for (b, sums) in acc.iter_mut().enumerate() {
+                let weight = _mm512_set1_ps(unsafe { *w.add((c * TAPS + t) * BLOCK + b) });
+                for (sum, input) in sums.iter_mut().zip(inputs) {
+                    *sum = _mm512_fmadd_ps(input, weight, *sum);
+                }
+            }
+        }
+    }
+    let out = out.as_mut_ptr();
+    for (b, sums) in acc.iter().enumerate() {
+        for (s, sum) in sums.iter().enumerate() {
+            // SAFETY: within `out` by the caller's bounds.
+            unsafe { _mm512_storeu_ps(out.add(b * sweep.wide + at + s * LANES), *sum) };
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ops::conv::kernels;
+    use crate::ops::test_util::{assert_close_values, values};
+
+    fn geometry(
+        batch: usize,
+        channels: [usize; 2],
+        side: [usize; 2],
+        stride: usize,
+        pad: usize,
+    ) -> Geometry {
+        let out = |axis: usize| (side[axis] + 2 * pad - 3) / stride + 1;
+        Geometry {
+            batch,
+            in_channels: channels[0],
+            in_size: side,
+            out_channels: channels[1],
+            kernel: [3, 3],
+            stride: [stride, stride],
+            pad: [pad, pad],
+            dilation: [1, 1],
+            out_size: [out(0), out(1)],
+            groups: 1,
+        }
+    }
+
+    #[test]
+    fn matches_im2col_with_cached_filters() {
+        if !crate::ops::conv::has_avx512f() {
+            eprintln!("skipped: this CPU has no AVX-512F");
+            return;
+        }
+        // On four threads, batches of 1–3: one input channel, strides 1 and 2, same, valid
+        // and wider padding, odd sides, 6² maps (one call of fewer than 3 steps), whole
+        // and partial blocks of 8 outputs shared out in parts of one or more blocks, or
+        // whole images; with a bias + ReLU epilogue.
+        let cases = [
+            geometry(1, [1, 16], [48, 48], 1, 1),
+            geometry(1, [16, 16], [13, 12], 2, 1),
+            geometry(2, [9, 7], [11, 13], 1, 1),
+            geometry(3, [8, 20], [9, 7], 2, 0),
+            geometry(1, [5, 24], [6, 6], 1, 2),
+            geometry(2, [12, 32], [6, 7], 1, 1),
+            geometry(1, [64, 7], [6, 6], 1, 1),
+            geometry(1, [40, 36], [5, 5], 2, 1),
+        ];
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(4).build();
+        pool.expect("thread pool").install(|| {
+            for g in cases {
+                assert!(applies(&g), "{g:?}");
+                let x = values(g.input_len(), 1);
+                let bias = values(g.out_channels, 4);
+                let post = Epilogue {
+                    shift: Some(&bias),
+                    relu: true,
+                    ..Epilogue::default()
+                };
+                for seed in [2, 5] {
+                    // The second weights have the first's shape: not served its filters.
+                    let shape = [g.out_channels, g.in_channels, 3, 3];
+                    let w = crate::ops::flex_tensor(values(shape.iter().product(), seed), shape);
+                    let reference = kernels::dense_forward(&x, crate::ops::f32s(&w), &post, &g);
+                    let first = forward(&x, &w, &post, &g);
+                    assert_close_values(&first, &reference, 1e-4, &format!("{g:?}"));
+                    assert_eq!(first, forward(&x, &w, &post, &g), "from the cache");
+                }
+            }
+        });
+    }
+
+    #[test]
+    fn parts_busy_every_thread() {
+        let parts = |batch, outs, threads| {
+            let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build();
+            let part = pool
+                .expect("thread pool")
+                .install(|| Part::of(&geometry(batch, [8, outs], [6, 6], 1, 1)));
+            (part.blocks, part.per_image)
+        };
+        assert_eq!(parts(1, 16, 2), (1, 2));
+        assert_eq!(parts(1, 64, 2), (4, 2));
+        assert_eq!(parts(1, 7, 2), (1, 1));
+        assert_eq!(parts(1, 20, 4), (1, 3));
+        assert_eq!(parts(2, 32, 4), (2, 2));
+        // A short last part would shift the second image's parts.
+        assert_eq!(parts(2, 20, 4), (3, 1));
+    }
+}

@@ -44,6 +44,38 @@ where
     par_chunks_init(len, chunk, min_chunks, || (), |_, i, part| fill(i, part))
 }
 
+/// [`par_chunks`] for fills that write every value, which then need not be zeroed first:
+/// `fill(index, chunk)` gets each chunk uninitialised and returns it written (the same
+/// values as `f32`: checked).
+pub(crate) fn par_chunks_written<F>(
+    len: usize,
+    chunk: usize,
+    min_chunks: usize,
+    fill: F,
+) -> Vec<f32>
+where
+    F: for<'a> Fn(usize, &'a mut [MaybeUninit<f32>]) -> &'a mut [f32] + Sync + Send,
+{
+    let mut values = Vec::with_capacity(len);
+    values.spare_capacity_mut()[..len]
+        .par_chunks_mut(chunk.max(1))
+        .with_min_len(min_chunks.max(1))
+        .enumerate()
+        .for_each(|(i, part)| {
+            let (at, n) = (part.as_ptr() as usize, part.len());
+            let written = fill(i, part);
+            assert!(
+                written.as_ptr() as usize == at && written.len() == n,
+                "a fill returns its own chunk"
+            );
+        });
+    // SAFETY: the chunks cover the first `len` values, and each was returned as `&mut [f32]`
+    // over its own memory (checked), which safe code can only hold of initialised values; a
+    // panic in `fill` or the check unwinds past this line.
+    unsafe { values.set_len(len) };
+    values
+}
+
 /// New `[batch, channels[k], plane]` vectors, one per part, filled in parallel `stack` planes
 /// at a time in the order of the parts' concatenation along channels (image by image: its
 /// planes of part 0, then of part 1, ...): `fill(n, planes)` gets stack `n`'s planes zeroed.
@@ -123,6 +155,28 @@ mod tests {
             let want: Vec<f32> = (0..len).map(|i| i as f32).collect();
             assert_eq!(values, want, "{len} values in chunks of {chunk}");
         }
+    }
+
+    #[test]
+    fn written_chunks_arrive_in_place() {
+        let values = par_chunks_written(10, 4, 1, |i, part| {
+            assert_eq!(part.len(), 4.min(10 - i * 4), "chunk {i}'s length");
+            for (j, v) in part.iter_mut().enumerate() {
+                v.write((i * 4 + j) as f32);
+            }
+            // SAFETY: every value was just written.
+            unsafe { &mut *(part as *mut [MaybeUninit<f32>] as *mut [f32]) }
+        });
+        assert_eq!(values, (0..10).map(|i| i as f32).collect::<Vec<_>>());
+    }
+
+    #[test]
+    #[should_panic(expected = "a fill returns its own chunk")]
+    fn a_fill_must_return_its_own_chunk() {
+        // Initialised values, but not the chunk's: its own would be left uninitialised.
+        par_chunks_written(4, 4, 1, |_, _| {
+            Box::leak(vec![0.0f32; 4].into_boxed_slice())
+        });
     }
 
     #[test]

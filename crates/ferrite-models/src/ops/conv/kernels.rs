@@ -834,9 +834,15 @@ impl Epilogue<'_> {
         if self.is_identity() {
             return;
         }
+        let (a, b) = self.affine(c);
+        affine_in_place(map, a, b, self.relu);
+    }
+
+    /// The scale and shift of channel `c` (before the ReLU).
+    pub(super) fn affine(&self, c: usize) -> (f32, f32) {
         let a = self.scale.map_or(1.0, |s| s[c]);
         let b = self.shift.map_or(0.0, |s| s[c]);
-        affine_in_place(map, a, b, self.relu);
+        (a, b)
     }
 }
 

@@ -12,9 +12,11 @@
 use std::arch::x86_64::{
     __m512, _mm512_fmadd_ps, _mm512_loadu_ps, _mm512_set1_ps, _mm512_setzero_ps, _mm512_storeu_ps,
 };
+use std::mem::MaybeUninit;
 use std::sync::Arc;
 
 use burn::backend::flex::FlexTensor;
+use multiversion::multiversion;
 
 use super::{BLOCK, Spread, Sweep, blocked_filters, fused_multiply_add};
 use crate::ops::conv::filter_cache::FilterCache;
@@ -55,7 +57,7 @@ pub(super) fn forward(x: &[f32], w: &FlexTensor, post: &Epilogue, g: &Geometry) 
     let part = Part::of(g);
     let block_maps = BLOCK * g.out_plane();
     let part_maps = (part.blocks * BLOCK).min(outs) * g.out_plane();
-    output::par_chunks(g.output_len(), part_maps, 1, |task, maps| {
+    output::par_chunks_written(g.output_len(), part_maps, 1, |task, maps| {
         let (n, first_block) = (task / part.per_image, task % part.per_image * part.blocks);
         with_scratch(image_len + BLOCK * sweep.wide, |buf| {
             let (source, wide_out) = buf.split_at_mut(image_len);
@@ -66,10 +68,42 @@ pub(super) fn forward(x: &[f32], w: &FlexTensor, post: &Epilogue, g: &Geometry) 
                 let filters = &filters[block * per_block..][..per_block];
                 // SAFETY: `applies` checked that the CPU has AVX-512F.
                 unsafe { correlate_block(source, &sweep, filters, wide_out) };
-                sweep.narrow_block(wide_out, maps, block * BLOCK, post);
+                for (b, map) in maps.chunks_exact_mut(g.out_plane()).enumerate() {
+                    let (scale, shift) = post.affine(block * BLOCK + b);
+                    let wide = &wide_out[b * sweep.wide..];
+                    narrow_affine(map, wide, &sweep, [scale, shift], post.relu);
+                }
             }
+            // SAFETY: `narrow_affine` wrote every value of each map, and the maps tile `maps`
+            // (the output is whole maps; `MaybeUninit<f32>` has `f32`'s layout).
+            unsafe { &mut *(maps as *mut [MaybeUninit<f32>] as *mut [f32]) }
         })
     })
+}
+
+/// `map`'s rows of `out_w` values from a wide plane (rows `row_width` apart), each
+/// `v·scale + shift`, then `max(·, 0)` when `relu`: every value of `map` written, in one pass
+/// (narrowing, then the epilogue, into zeroed maps made three).
+#[multiversion(targets = "simd")]
+fn narrow_affine(
+    map: &mut [MaybeUninit<f32>],
+    wide: &[f32],
+    sweep: &Sweep,
+    [scale, shift]: [f32; 2],
+    relu: bool,
+) {
+    for (oy, row) in map.chunks_exact_mut(sweep.out_w).enumerate() {
+        let src = &wide[oy * sweep.row_width..][..sweep.out_w];
+        if relu {
+            for (o, &v) in row.iter_mut().zip(src) {
+                o.write((v * scale + shift).max(0.0));
+            }
+        } else {
+            for (o, &v) in row.iter_mut().zip(src) {
+                o.write(v * scale + shift);
+            }
+        }
+    }
 }
 
 /// How each image's output channels are shared out: `per_image` parts of `blocks` blocks of

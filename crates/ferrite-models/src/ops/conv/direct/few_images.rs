@@ -4,10 +4,10 @@
 //! Why: at batch 1 seed-cnn's layers (1–64 channels on 48² to 6² maps) ran through im2col
 //! at 14–41 G multiply-adds/s, the column matrix costing as much as the product it feeds,
 //! and its filters were regrouped on every call. Here each thread spreads the image's source
-//! planes ([`Spread`]) and sums its share of the output channels: each block of 8 output channels keeps
-//! 3 steps × 8 channels of sums in registers across all input channels and taps (per
-//! channel and tap: 3 loads, 8 broadcasts, 24 multiply-adds); the blocked filters are
-//! cached per weight tensor ([`FilterCache`]).
+//! planes ([`Spread`]) and sums its share of the output channels, a block of 8 at a time with
+//! 3 steps × 8 channels of sums in registers across all input channels and taps (per channel
+//! and tap: 3 loads, 8 broadcasts, 24 multiply-adds); the blocked filters are cached per
+//! weight tensor ([`FilterCache`]).
 
 use std::arch::x86_64::{
     __m512, _mm512_fmadd_ps, _mm512_loadu_ps, _mm512_set1_ps, _mm512_setzero_ps, _mm512_storeu_ps,
@@ -83,7 +83,7 @@ pub(super) fn forward(x: &[f32], w: &FlexTensor, post: &Epilogue, g: &Geometry) 
 
 /// `map`'s rows of `out_w` values from a wide plane (rows `row_width` apart), each
 /// `v·scale + shift`, then `max(·, 0)` when `relu`: every value of `map` written, in one pass
-/// (narrowing, then the epilogue, into zeroed maps made three).
+/// (zeroing the output, narrowing and the epilogue were three).
 #[multiversion(targets = "simd")]
 fn narrow_affine(
     map: &mut [MaybeUninit<f32>],

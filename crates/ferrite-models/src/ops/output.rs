@@ -24,16 +24,11 @@ where
     I: Fn() -> S + Sync + Send,
     F: Fn(&mut S, usize, &mut [f32]) + Sync + Send,
 {
-    let mut values = Vec::with_capacity(len);
-    values.spare_capacity_mut()[..len]
-        .par_chunks_mut(chunk.max(1))
-        .with_min_len(min_chunks.max(1))
-        .enumerate()
-        .for_each_init(init, |state, (i, part)| fill(state, i, zeroed(part)));
-    // SAFETY: the chunks cover the first `len` values, `for_each_init` visited every one (a
-    // panic in `fill` unwinds past this line) and `zeroed` initialised each before `fill` ran.
-    unsafe { values.set_len(len) };
-    values
+    par_chunks_filled(len, chunk, min_chunks, init, |state, i, part| {
+        let part = zeroed(part);
+        fill(state, i, part);
+        part
+    })
 }
 
 /// [`par_chunks_init`] without a per-task state.
@@ -56,16 +51,32 @@ pub(crate) fn par_chunks_written<F>(
 where
     F: for<'a> Fn(usize, &'a mut [MaybeUninit<f32>]) -> &'a mut [f32] + Sync + Send,
 {
+    par_chunks_filled(len, chunk, min_chunks, || (), |_, i, part| fill(i, part))
+}
+
+/// The core of the above: `fill(state, index, chunk)` gets each chunk uninitialised and
+/// returns it initialised, as `&mut [f32]` over its own memory (checked).
+fn par_chunks_filled<S, I, F>(
+    len: usize,
+    chunk: usize,
+    min_chunks: usize,
+    init: I,
+    fill: F,
+) -> Vec<f32>
+where
+    I: Fn() -> S + Sync + Send,
+    F: for<'a> Fn(&mut S, usize, &'a mut [MaybeUninit<f32>]) -> &'a mut [f32] + Sync + Send,
+{
     let mut values = Vec::with_capacity(len);
     values.spare_capacity_mut()[..len]
         .par_chunks_mut(chunk.max(1))
         .with_min_len(min_chunks.max(1))
         .enumerate()
-        .for_each(|(i, part)| {
+        .for_each_init(init, |state, (i, part)| {
             let (at, n) = (part.as_ptr() as usize, part.len());
-            let written = fill(i, part);
+            let filled = fill(state, i, part);
             assert!(
-                written.as_ptr() as usize == at && written.len() == n,
+                filled.as_ptr() as usize == at && filled.len() == n,
                 "a fill returns its own chunk"
             );
         });
@@ -134,7 +145,16 @@ pub(crate) fn in_concat_order<I: Iterator>(
 /// `part`, set to zeros, as initialised values.
 fn zeroed(part: &mut [MaybeUninit<f32>]) -> &mut [f32] {
     part.fill(MaybeUninit::new(0.0));
-    // SAFETY: every value was just initialised, and `MaybeUninit<f32>` has `f32`'s layout.
+    // SAFETY: every value was just initialised.
+    unsafe { assume_written(part) }
+}
+
+/// `part`'s values as `f32`.
+///
+/// # Safety
+/// Every value of `part` must have been written (`MaybeUninit<f32>` has `f32`'s layout).
+pub(crate) unsafe fn assume_written(part: &mut [MaybeUninit<f32>]) -> &mut [f32] {
+    // SAFETY: initialised by the caller's contract; same layout.
     unsafe { &mut *(part as *mut [MaybeUninit<f32>] as *mut [f32]) }
 }
 
@@ -165,7 +185,7 @@ mod tests {
                 v.write((i * 4 + j) as f32);
             }
             // SAFETY: every value was just written.
-            unsafe { &mut *(part as *mut [MaybeUninit<f32>] as *mut [f32]) }
+            unsafe { assume_written(part) }
         });
         assert_eq!(values, (0..10).map(|i| i as f32).collect::<Vec<_>>());
     }

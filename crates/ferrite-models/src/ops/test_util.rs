@@ -25,6 +25,22 @@ pub fn tensor<const D: usize>(shape: [usize; D], seed: u64, device: &Device) -> 
     )
 }
 
+/// Deterministic 3×3 conv weights `[outs][ins][3][3]` as a burn-flex tensor.
+pub fn weights_3x3(outs: usize, ins: usize, seed: u64) -> burn::backend::flex::FlexTensor {
+    let shape = [outs, ins, 3, 3];
+    crate::ops::flex_tensor(values(shape.iter().product(), seed), shape)
+}
+
+/// Whether this CPU has AVX-512F, for tests of kernels that need it (saying so when not).
+#[cfg(target_arch = "x86_64")]
+pub fn avx512_or_skip() -> bool {
+    let has = crate::ops::conv::has_avx512f();
+    if !has {
+        eprintln!("skipped: this CPU has no AVX-512F");
+    }
+    has
+}
+
 /// `ours` equals `reference` in shape and, relative to the reference's largest magnitude, to
 /// within `tolerance`.
 pub fn assert_close(ours: &TensorData, reference: &TensorData, tolerance: f32, what: &str) {

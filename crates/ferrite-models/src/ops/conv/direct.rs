@@ -56,14 +56,16 @@ pub(super) fn applies_at_inference(g: &Geometry) -> bool {
     }
 }
 
-/// `y = epilogue(conv(x, w))` at inference, where `w` stays the same from call to call.
+/// `y = epilogue(conv(x, w))` at inference, where `w` stays the same from call to call: for
+/// `g` where [`applies_at_inference`].
 pub(super) fn infer(x: &[f32], w: &FlexTensor, post: &Epilogue, g: &Geometry) -> Vec<f32> {
     #[cfg(target_arch = "x86_64")]
-    if few_images::applies(g) {
-        return few_images::forward(x, w, post, g);
+    return few_images::forward(x, w, post, g);
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let w = w.as_slice::<f32>().expect("contiguous f32 weights");
+        super::kernels::dense_forward(x, w, post, g)
     }
-    let w = w.as_slice::<f32>().expect("contiguous f32 weights");
-    super::kernels::dense_forward(x, w, post, g)
 }
 
 /// The kernels sum with `mul_add`, one instruction where the CPU has FMA and a slow library
@@ -325,14 +327,6 @@ impl Spread {
         (g.in_channels - 1) * sweep.plane + farthest.max(sweep.plane)
     }
 
-    /// One source plane into its `plane` values of `out`.
-    fn spread_channel(&self, channel: &[f32], g: &Geometry, out: &mut [f32]) {
-        match self {
-            Self::Padded(layout) => layout.pad(channel, out),
-            Self::Phases(ph) => split_phases(channel, g, ph, out),
-        }
-    }
-
     /// An image's channels into `out` (`image_len` values).
     fn spread_image(&self, image: &[f32], g: &Geometry, out: &mut [f32]) {
         let plane = self.channel_len();
@@ -341,7 +335,10 @@ impl Spread {
             .chunks_exact(g.in_plane())
             .zip(planes.chunks_mut(plane))
         {
-            self.spread_channel(channel, g, planes);
+            match self {
+                Self::Padded(layout) => layout.pad(channel, planes),
+                Self::Phases(ph) => split_phases(channel, g, ph, planes),
+            }
         }
         slack.fill(0.0);
     }

@@ -95,7 +95,7 @@ pub fn forward_normalized(conv: &Conv2d, norm: &BatchNorm, x: Tensor<4>, relu: b
 
 /// Whether this CPU has AVX-512F (checked once), which the hand-written intrinsic kernels need.
 #[cfg(target_arch = "x86_64")]
-fn has_avx512f() -> bool {
+pub(crate) fn has_avx512f() -> bool {
     static HAS: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     *HAS.get_or_init(|| std::arch::is_x86_feature_detected!("avx512f"))
 }

@@ -1039,7 +1039,7 @@ fn gradients_tiled(
 mod tests {
     use super::super::kernels::{self, Epilogue, Geometry};
     use super::*;
-    use crate::ops::test_util::{assert_close_values, values};
+    use crate::ops::test_util::{assert_close_values, avx512_or_skip, values, weights_3x3};
 
     fn geometry(batch: usize, channels: [usize; 2], size: [usize; 2], pad: [usize; 2]) -> Geometry {
         let out = |axis: usize| size[axis] + 2 * pad[axis] - 2;
@@ -1179,27 +1179,10 @@ mod tests {
         });
     }
 
-    /// Whether the cached few-tile kernels can run here (saying so when not).
-    #[cfg(target_arch = "x86_64")]
-    fn has_avx512() -> bool {
-        let has = std::arch::is_x86_feature_detected!("avx512f");
-        if !has {
-            eprintln!("skipped: this CPU has no AVX-512F");
-        }
-        has
-    }
-
-    /// Weights `[out][in][3][3]` of `g` as a burn-flex tensor.
-    #[cfg(target_arch = "x86_64")]
-    fn weights(g: &Geometry, seed: u64) -> FlexTensor {
-        let shape = [g.out_channels, g.in_channels, 3, 3];
-        crate::ops::flex_tensor(values(shape.iter().product(), seed), shape)
-    }
-
     #[cfg(target_arch = "x86_64")]
     #[test]
     fn few_tiles_at_inference_with_cached_filters() {
-        if !has_avx512() {
+        if !avx512_or_skip() {
             return;
         }
         // On two threads: 12² maps (F(4×4): 9 tiles an image; at batch 3 in groups of 2 and 1)
@@ -1219,7 +1202,7 @@ mod tests {
                 let post = bias_and_relu(&bias);
                 for seed in [2, 5] {
                     // The second weights have the first's shape: not served its filters.
-                    let w = weights(&g, seed);
+                    let w = weights_3x3(g.out_channels, g.in_channels, seed);
                     let reference = kernels::dense_forward(&x, crate::ops::f32s(&w), &post, &g);
                     let first = infer(&x, &w, &post, &g);
                     assert_close_values(&first, &reference, 1e-4, &format!("{g:?}"));
@@ -1232,7 +1215,7 @@ mod tests {
     #[cfg(target_arch = "x86_64")]
     #[test]
     fn cached_filters_live_as_long_as_their_weights() {
-        if !has_avx512() {
+        if !avx512_or_skip() {
             return;
         }
         // A shape no other test uses, so that tests running alongside do not count.
@@ -1242,11 +1225,11 @@ mod tests {
             shapes.iter().filter(|&&s| s == [137, 129]).count()
         };
         let x = values(g.input_len(), 1);
-        let w = weights(&g, 2);
+        let w = weights_3x3(g.out_channels, g.in_channels, 2);
         let _ = infer(&x, &w, &Epilogue::default(), &g);
         let _ = infer(&x, &w, &Epilogue::default(), &g);
         assert_eq!(entries(), 1);
-        let other = weights(&g, 3);
+        let other = weights_3x3(g.out_channels, g.in_channels, 3);
         let _ = infer(&x, &other, &Epilogue::default(), &g);
         assert_eq!(entries(), 2);
         let shared = w.clone();

@@ -75,8 +75,8 @@ pub(super) fn forward(x: &[f32], w: &FlexTensor, post: &Epilogue, g: &Geometry) 
                 }
             }
             // SAFETY: `narrow_affine` wrote every value of each map, and the maps tile `maps`
-            // (the output is whole maps; `MaybeUninit<f32>` has `f32`'s layout).
-            unsafe { &mut *(maps as *mut [MaybeUninit<f32>] as *mut [f32]) }
+            // (the output is whole maps).
+            unsafe { output::assume_written(maps) }
         })
     })
 }
@@ -213,7 +213,7 @@ unsafe fn steps_kernel<const S: usize>(
 mod tests {
     use super::*;
     use crate::ops::conv::kernels;
-    use crate::ops::test_util::{assert_close_values, values};
+    use crate::ops::test_util::{assert_close_values, avx512_or_skip, values, weights_3x3};
 
     fn geometry(
         batch: usize,
@@ -239,8 +239,7 @@ mod tests {
 
     #[test]
     fn matches_im2col_with_cached_filters() {
-        if !crate::ops::conv::has_avx512f() {
-            eprintln!("skipped: this CPU has no AVX-512F");
+        if !avx512_or_skip() {
             return;
         }
         // On four threads, batches of 1–3: one input channel, strides 1 and 2, same, valid
@@ -270,8 +269,7 @@ mod tests {
                 };
                 for seed in [2, 5] {
                     // The second weights have the first's shape: not served its filters.
-                    let shape = [g.out_channels, g.in_channels, 3, 3];
-                    let w = crate::ops::flex_tensor(values(shape.iter().product(), seed), shape);
+                    let w = weights_3x3(g.out_channels, g.in_channels, seed);
                     let reference = kernels::dense_forward(&x, crate::ops::f32s(&w), &post, &g);
                     let first = forward(&x, &w, &post, &g);
                     assert_close_values(&first, &reference, 1e-4, &format!("{g:?}"));

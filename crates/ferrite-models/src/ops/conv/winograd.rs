@@ -93,11 +93,18 @@ pub fn applies_at_inference(g: &Geometry) -> bool {
 /// 12² (85) 0.58–0.60 → 0.31–0.34; seed-cnn's 32→64 at 12² (21) 0.048 → 0.064.
 const FEW_TILES_CHANNELS: usize = 64;
 
+/// With fewer than [`MIN_TILES`] 2×2 tiles in the batch, the layers Winograd takes anyway (maps
+/// of 24² and up, F(4×4)) take the cached path too: there the per-call filter transform and
+/// `gemm` on 36 columns cost more than the products. VGG at batch 1 (`conv_layers 201 "" 1
+/// forward`, ms, 2 alternating runs): 64→128 at 24² 0.49–0.52 → 0.27–0.29, 128→128 at 24²
+/// 0.77 → 0.44–0.47. On 48² maps (576 tiles) the uncached path stays: 64→64 0.57 either way
+/// in that run, 0.55–0.77 → 0.62–0.82 and the wide CNN's 32→32 0.21–0.28 → 0.27–0.31 when it
+/// was cached too.
 fn few_tiles_apply(g: &Geometry) -> bool {
     let (c, k) = (g.in_channels, g.out_channels);
-    let candidate = covers(g)
-        && c * k >= FEW_TILES_CHANNELS * (c + k)
-        && !enough_tiles(g)
+    let many_channels = covers(g) && c * k >= FEW_TILES_CHANNELS * (c + k);
+    let candidate = tiles_in_batch(g) < MIN_TILES
+        && (applies(g) || many_channels)
         && !crate::ops::im2col_forced();
     #[cfg(target_arch = "x86_64")]
     return candidate && few_tiles::fits(g, &Tiling::new(g));
@@ -1185,18 +1192,25 @@ mod tests {
         if !avx512_or_skip() {
             return;
         }
-        // On two threads: 12² maps (F(4×4): 9 tiles an image; at batch 3 in groups of 2 and 1)
-        // and 6² ones (F(3×3): 4 tiles, four vectors of outputs a block), output channels
-        // not a multiple of 16; with a bias + ReLU epilogue.
+        // On two threads: 12² maps (F(4×4): 9 tiles an image; at batch 3 in groups of 2 and 1),
+        // 6² ones (F(3×3): 4 tiles, four vectors of outputs a block) and a 24² one at batch 1
+        // (36 tiles, which uncached Winograd takes too), output channels not a multiple of 16;
+        // with a bias + ReLU epilogue.
         let pool = rayon::ThreadPoolBuilder::new().num_threads(2).build();
         pool.expect("thread pool").install(|| {
+            let uncached = [
+                geometry(2, [40, 72], [24, 24], [1, 1]),
+                geometry(1, [64, 64], [48, 48], [1, 1]),
+            ];
+            assert!(uncached.iter().all(|g| applies(g) && !few_tiles_apply(g)));
             for g in [
                 geometry(1, [130, 136], [12, 12], [1, 1]),
                 geometry(3, [130, 136], [12, 12], [1, 1]),
                 geometry(1, [130, 136], [6, 6], [1, 1]),
                 geometry(2, [130, 136], [6, 6], [1, 1]),
+                geometry(1, [40, 72], [24, 24], [1, 1]),
             ] {
-                assert!(!applies(&g) && applies_at_inference(&g), "{g:?}");
+                assert!(few_tiles_apply(&g), "{g:?}");
                 let x = values(g.input_len(), 1);
                 let bias = values(g.out_channels, 4);
                 let post = bias_and_relu(&bias);

@@ -38,7 +38,7 @@ const MC: usize = 64;
 const NC: usize = 512;
 
 /// Whether this CPU has the instructions (checked once).
-fn available() -> bool {
+pub(super) fn available() -> bool {
     static AVAILABLE: OnceLock<bool> = OnceLock::new();
     *AVAILABLE.get_or_init(|| {
         std::arch::is_x86_feature_detected!("avx512f")
@@ -60,6 +60,22 @@ fn bf16_bits(x: f32) -> u32 {
 #[inline(always)]
 fn pair(lo: f32, hi: f32) -> u32 {
     bf16_bits(lo) | (bf16_bits(hi) << 16)
+}
+
+/// `rows` rows of `len` values as `⌈rows / 2⌉` rows of bf16 pairs: row `2r` in the low halves,
+/// `2r + 1` (or 0 past the last) in the high ones, as `vdpbf16ps` sums along the rows.
+pub(super) fn row_pairs(values: &[f32], rows: usize, len: usize) -> Vec<u32> {
+    assert!(values.len() >= rows * len, "row pairs: too few values");
+    let mut pairs = Vec::with_capacity(rows.div_ceil(2) * len);
+    for two in values[..rows * len].chunks(2 * len) {
+        let (lo, hi) = two.split_at(len.min(two.len()));
+        if hi.is_empty() {
+            pairs.extend(lo.iter().map(|&lo| pair(lo, 0.0)));
+        } else {
+            pairs.extend(lo.iter().zip(hi).map(|(&lo, &hi)| pair(lo, hi)));
+        }
+    }
+    pairs
 }
 
 /// A left operand rounded to bf16 and packed into `MC × KC` blocks of `MR`-row slivers, once

@@ -88,8 +88,8 @@ pub(super) fn applies(g: &Geometry) -> bool {
 /// `y = epilogue(conv(x, w))`, `w` the layer's weights (`[out][in][3][3]`, contiguous): with
 /// bf16 operands under `--precision bf16` where the CPU has AVX-512 BF16 and they gain.
 pub(super) fn forward(x: &[f32], w: &FlexTensor, post: &Epilogue, g: &Geometry) -> Vec<f32> {
-    let bf16 = crate::ops::precision() == Precision::Bf16 && bf16::available() && bf16_gains(g);
-    let precision = if bf16 {
+    let use_bf16 = crate::ops::precision() == Precision::Bf16 && bf16::available() && bf16_gains(g);
+    let precision = if use_bf16 {
         Precision::Bf16
     } else {
         Precision::F32
@@ -134,32 +134,26 @@ fn forward_in(
         with_scratch(image_len + BLOCK * sweep.wide, |buf| {
             let (source, wide_out) = buf.split_at_mut(image_len);
             spread.spread_image(&x[n * image_in..][..image_in], g, source);
-            // bf16: pairs of planes, the slack after the last one zeros as in `source`.
-            let (paired, steps) = match *filters {
-                Blocked::F32(_) => (Vec::new(), ins),
-                Blocked::Bf16(_) => {
-                    let mut paired = bf16::row_pairs(source, ins, sweep.plane);
-                    let pairs = ins.div_ceil(2);
-                    paired.resize(image_len - (ins - pairs) * sweep.plane, 0);
-                    (paired, pairs)
+            let paired;
+            let layer = match &*filters {
+                Blocked::F32(f) => Operands::F32 { source, filters: f },
+                Blocked::Bf16(f) => {
+                    // Pairs of planes, the slack after the last one zeros as in `source`.
+                    let mut pairs = bf16::row_pairs(source, ins, sweep.plane);
+                    pairs.resize(image_len - (ins - ins.div_ceil(2)) * sweep.plane, 0);
+                    paired = pairs;
+                    Operands::Bf16 {
+                        source: &paired,
+                        filters: f,
+                    }
                 }
             };
-            let per_block = steps * TAPS * BLOCK;
+            let blocks = outs.div_ceil(BLOCK);
             for (k, maps) in maps.chunks_mut(block_maps).enumerate() {
                 let block = first_block + k;
-                let operands = match &*filters {
-                    Blocked::F32(f) => Operands::F32 {
-                        source,
-                        filters: &f[block * per_block..][..per_block],
-                    },
-                    Blocked::Bf16(f) => Operands::Bf16 {
-                        source: &paired,
-                        filters: &f[block * per_block..][..per_block],
-                    },
-                };
                 // SAFETY: `applies` checked that the CPU has AVX-512F; bf16 filters exist
                 // only where it has AVX-512 BF16.
-                unsafe { correlate_block(operands, &sweep, wide_out) };
+                unsafe { correlate_block(layer.block(block, blocks), &sweep, wide_out) };
                 for (b, map) in maps.chunks_exact_mut(g.out_plane()).enumerate() {
                     let (scale, shift) = post.affine(block * BLOCK + b);
                     let wide = &wide_out[b * sweep.wide..];
@@ -243,6 +237,26 @@ enum Operands<'a> {
         source: &'a [u32],
         filters: &'a [u32],
     },
+}
+
+impl Operands<'_> {
+    /// With the filters of block `block` of `blocks` only (the source stays whole).
+    fn block(self, block: usize, blocks: usize) -> Self {
+        fn of<T>(filters: &[T], block: usize, blocks: usize) -> &[T] {
+            let per_block = filters.len() / blocks;
+            &filters[block * per_block..][..per_block]
+        }
+        match self {
+            Self::F32 { source, filters } => Self::F32 {
+                source,
+                filters: of(filters, block, blocks),
+            },
+            Self::Bf16 { source, filters } => Self::Bf16 {
+                source,
+                filters: of(filters, block, blocks),
+            },
+        }
+    }
 }
 
 /// `out[b][p] = Σ_(c, t) filters[c][t][b] · source[c·plane + p + offsets[t]]` for one block

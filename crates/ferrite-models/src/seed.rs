@@ -6,7 +6,7 @@ use burn::prelude::*;
 use burn::tensor::activation::relu;
 
 use crate::blocks::{ConvBn, SeparableConvBn, flatten, linear_macs};
-use crate::ops::{dropout, max_pool};
+use crate::ops::{dropout, linear, max_pool};
 
 /// `seed-cnn`: the recipe's plain CNN. Seven 3×3 'same' convs, each followed by batch norm;
 /// down-sampling by stride-2 convs (48 → 24 → 12 → 6); dropout after the second and third
@@ -118,8 +118,11 @@ impl SeedWide {
             let features = stage.separable.forward(stage.conv.forward(x));
             x = dropout::forward(&stage.dropout, max_pool::forward(&stage.pool, features));
         }
-        let x = dropout::forward(&self.dropout, relu(self.dense.forward(flatten(x))));
-        self.output.forward(x)
+        let x = dropout::forward(
+            &self.dropout,
+            relu(linear::forward(&self.dense, flatten(x))),
+        );
+        linear::forward(&self.output, x)
     }
 
     pub fn macs(&self, side: usize) -> u64 {

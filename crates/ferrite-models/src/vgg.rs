@@ -14,7 +14,7 @@ use burn::prelude::*;
 use burn::tensor::activation::relu;
 
 use crate::blocks::{ConvBn, flatten, linear_macs};
-use crate::ops::{dropout, max_pool};
+use crate::ops::{dropout, linear, max_pool};
 
 #[derive(Module, Debug)]
 pub struct Vgg {
@@ -61,8 +61,11 @@ impl Vgg {
         for [a, b] in &self.stages {
             x = max_pool::forward(&self.pool, b.forward(a.forward(x)));
         }
-        let x = dropout::forward(&self.dropout, relu(self.dense.forward(flatten(x))));
-        self.output.forward(x)
+        let x = dropout::forward(
+            &self.dropout,
+            relu(linear::forward(&self.dense, flatten(x))),
+        );
+        linear::forward(&self.output, x)
     }
 
     pub fn macs(&self, side: usize) -> u64 {

@@ -21,11 +21,14 @@
 //! Winograd, no direct kernels, no grouped 1×1 products), or `FERRITE_KERNELS=f23` to keep Winograd to F(2×2, 3×3), for A/B benchmarks.
 //!
 //! The convolutions' matrix products run in `f32` unless [`set_precision`] (or
-//! `FERRITE_PRECISION=bf16`) asks for bf16 operands with `f32` sums, on CPUs with AVX-512 BF16.
+//! `FERRITE_PRECISION=bf16`) asks for bf16 operands with `f32` sums, on CPUs with AVX-512 BF16;
+//! batch-1 dense layers ([`linear`]) then read bf16 weights on any CPU.
 
 pub mod batch_norm;
 pub mod conv;
 pub mod dropout;
+mod filter_cache;
+pub mod linear;
 pub mod max_pool;
 pub mod norm_pool;
 mod output;
@@ -75,8 +78,9 @@ fn f23_forced() -> bool {
     kernels_setting() == "f23"
 }
 
-/// The operand precision of the convolutions' matrix products. Sums, weights, activations and
-/// every other op stay `f32` either way.
+/// The operand precision of the convolutions' matrix products, and of the weights of dense
+/// layers at batch 1 ([`linear`]). Sums, stored weights, activations and every other op stay
+/// `f32` either way.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Precision {
@@ -283,6 +287,16 @@ fn affine_into(out: &mut [f32], x: &[f32], a: f32, b: f32, relu: bool) {
     } else {
         out.iter_mut().zip(x).for_each(|(o, v)| *o = v * a + b);
     }
+}
+
+/// `x` rounded to the nearest bf16 (ties to even), as the top half of its bits.
+#[inline(always)]
+pub(crate) fn bf16_bits(x: f32) -> u32 {
+    let bits = x.to_bits();
+    if bits & 0x7fff_ffff > 0x7f80_0000 {
+        return 0x7fc0; // NaN stays NaN
+    }
+    (bits + 0x7fff + ((bits >> 16) & 1)) >> 16
 }
 
 /// A small tensor's values on the host (statistics, parameters), as `f32`.

@@ -24,6 +24,7 @@ use multiversion::multiversion;
 use rayon::prelude::*;
 
 use super::kernels::Mat;
+use crate::ops::bf16_bits;
 
 /// Rows of `C` per micro-tile: `A` values broadcast one row at a time.
 const MR: usize = 8;
@@ -44,16 +45,6 @@ pub(super) fn available() -> bool {
         std::arch::is_x86_feature_detected!("avx512f")
             && std::arch::is_x86_feature_detected!("avx512bf16")
     })
-}
-
-/// `x` rounded to the nearest bf16 (ties to even), as the top half of its bits.
-#[inline(always)]
-fn bf16_bits(x: f32) -> u32 {
-    let bits = x.to_bits();
-    if bits & 0x7fff_ffff > 0x7f80_0000 {
-        return 0x7fc0; // NaN stays NaN
-    }
-    (bits + 0x7fff + ((bits >> 16) & 1)) >> 16
 }
 
 /// Two values along `k` as one 32-bit lane of a `vdpbf16ps` operand: `lo` in the low half.

@@ -17,7 +17,6 @@ mod bf16;
 mod channels_last;
 mod depthwise;
 mod direct;
-mod filter_cache;
 mod kernels;
 mod pointwise;
 mod tracked;

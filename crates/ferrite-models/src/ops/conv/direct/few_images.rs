@@ -28,9 +28,9 @@ mod lanes;
 use super::{BLOCK, Spread, Sweep, blocked_filters, fused_multiply_add};
 use crate::ops::Precision;
 use crate::ops::conv::bf16;
-use crate::ops::conv::filter_cache::{Cached, FilterCache};
 use crate::ops::conv::kernels::{Epilogue, Geometry};
 use crate::ops::conv::wide::{LANES, TAPS};
+use crate::ops::filter_cache::{Cached, FilterCache};
 use crate::ops::output;
 use crate::ops::scratch::with_scratch;
 
@@ -233,7 +233,7 @@ impl Part {
     }
 }
 
-/// One block's operands: the spread planes and the block's filters, each step one input
+/// One layer's or one block's operands: the spread planes and the filters, each step one input
 /// channel (`f32`) or a pair of them (bf16 pairs, summed by `vdpbf16ps`).
 #[derive(Clone, Copy)]
 enum Operands<'a> {
@@ -265,6 +265,14 @@ impl Operands<'_> {
             },
         }
     }
+
+    /// Values in the source and in the filters.
+    fn lens(&self) -> [usize; 2] {
+        match self {
+            Self::F32 { source, filters } => [source.len(), filters.len()],
+            Self::Bf16 { source, filters } => [source.len(), filters.len()],
+        }
+    }
 }
 
 /// `out[b][p] = Σ_(c, t) filters[c][t][b] · source[c·plane + p + offsets[t]]` for one block
@@ -274,10 +282,7 @@ impl Operands<'_> {
 /// The CPU must have AVX-512F, and AVX-512 BF16 for bf16 operands.
 #[target_feature(enable = "avx512f")]
 unsafe fn correlate_block(operands: Operands, sweep: &Sweep, out: &mut [f32]) {
-    let [source_len, filters_len] = match operands {
-        Operands::F32 { source, filters } => [source.len(), filters.len()],
-        Operands::Bf16 { source, filters } => [source.len(), filters.len()],
-    };
+    let [source_len, filters_len] = operands.lens();
     let ins = filters_len / (TAPS * BLOCK);
     let farthest = sweep.offsets.iter().max().copied().unwrap_or(0);
     assert!(

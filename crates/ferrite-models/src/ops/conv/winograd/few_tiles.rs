@@ -9,7 +9,7 @@
 //! transform is computed once per weight tensor and cached, laid out `[ξ][in][out]`, and a
 //! micro-kernel keeps up to 12 tiles × 2 vectors of output channels (or 6 × 4) in registers:
 //! per input channel, 2 (4) loads of filters and one broadcast per tile.
-//! (Why the cache is sound: [`crate::ops::conv::filter_cache`].)
+//! (Why the cache is sound: [`crate::ops::filter_cache`].)
 
 use std::arch::x86_64::{
     __m512, _mm512_fmadd_ps, _mm512_loadu_ps, _mm512_set1_ps, _mm512_setzero_ps, _mm512_storeu_ps,
@@ -24,8 +24,8 @@ use super::transforms::{Points, runs, runs_mut};
 use super::{
     Band, Spreading, Tiling, f33, f43, filter_transform, maps_by_channel, transform_inputs,
 };
-use crate::ops::conv::filter_cache::{Cached, FilterCache};
 use crate::ops::conv::kernels::{Epilogue, Geometry};
+use crate::ops::filter_cache::{Cached, FilterCache};
 use crate::ops::scratch::with_scratch;
 
 /// Transformed values a layer may cache: VGG's 256→256 at 12² with F(4×4), 36 · 64 k = 2.4 M

@@ -18,12 +18,12 @@ use std::sync::Arc;
 
 use burn::backend::flex::FlexTensor;
 
-use super::{Part, Spread, Sweep};
+use super::{Operands, Part, Spread, Sweep};
 use crate::ops::Precision;
 use crate::ops::conv::bf16;
-use crate::ops::conv::filter_cache::{Cached, FilterCache};
 use crate::ops::conv::kernels::{Epilogue, Geometry};
 use crate::ops::conv::wide::{LANES, TAPS};
+use crate::ops::filter_cache::{Cached, FilterCache};
 use crate::ops::output;
 use crate::ops::scratch::with_scratch;
 
@@ -159,51 +159,11 @@ pub(super) fn forward(
     })
 }
 
-/// One layer's operands, or one block's: the spread planes (whole) and the filters.
-#[derive(Clone, Copy)]
-enum Operands<'a> {
-    F32 {
-        source: &'a [f32],
-        filters: &'a [f32],
-    },
-    Bf16 {
-        source: &'a [u32],
-        filters: &'a [u32],
-    },
-}
-
-impl Operands<'_> {
-    /// With the filters of block `block` of `blocks` only.
-    fn block(self, block: usize, blocks: usize) -> Self {
-        fn of<T>(filters: &[T], block: usize, blocks: usize) -> &[T] {
-            let per_block = filters.len() / blocks;
-            &filters[block * per_block..][..per_block]
-        }
-        match self {
-            Self::F32 { source, filters } => Self::F32 {
-                source,
-                filters: of(filters, block, blocks),
-            },
-            Self::Bf16 { source, filters } => Self::Bf16 {
-                source,
-                filters: of(filters, block, blocks),
-            },
-        }
-    }
-
-    /// Input steps (channels or pairs), and values in the source.
-    fn lens(&self) -> [usize; 2] {
-        match self {
-            Self::F32 { source, filters } => [filters.len() / (TAPS * BLOCK), source.len()],
-            Self::Bf16 { source, filters } => [filters.len() / (TAPS * BLOCK), source.len()],
-        }
-    }
-}
-
 /// `sums[p][c] = Σ_(step, t) filters[step][t][c] · source[step·plane + wide(p) + offsets[t]]`
 /// for one block's `channels` output channels (≤ 64) at every output `p` of the map.
 fn sum_block(operands: Operands, sweep: &Sweep, channels: usize, sums: &mut [f32]) {
-    let [steps, source_len] = operands.lens();
+    let [source_len, filters_len] = operands.lens();
+    let steps = filters_len / (TAPS * BLOCK);
     let out_h = sweep.out_plane / sweep.out_w;
     let farthest = sweep.offsets.iter().max().copied().unwrap_or(0);
     let last_output = (out_h - 1) * sweep.row_width + sweep.out_w;

@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use burn::backend::flex::FlexTensor;
 
 /// What a cache holds: its size counts against the cache's limit.
-pub(super) trait Cached {
+pub(crate) trait Cached {
     /// Values held.
     fn len(&self) -> usize;
 }
@@ -27,7 +27,7 @@ impl Cached for Vec<f32> {
 
 /// Rearranged filters by weight tensor, at most `max_values` values in all (the oldest go
 /// first beyond it).
-pub(super) struct FilterCache<T> {
+pub(crate) struct FilterCache<T> {
     entries: Mutex<Vec<Entry<T>>>,
     max_values: usize,
 }
@@ -50,7 +50,7 @@ struct Key {
 }
 
 impl<T: Cached> FilterCache<T> {
-    pub(super) const fn new(max_values: usize) -> Self {
+    pub(crate) const fn new(max_values: usize) -> Self {
         Self {
             entries: Mutex::new(Vec::new()),
             max_values,
@@ -59,7 +59,7 @@ impl<T: Cached> FilterCache<T> {
 
     /// The filters `make` builds from `w`'s values (contiguous `f32`) for `shape` and
     /// `variant`, from the cache when it has them.
-    pub(super) fn get(
+    pub(crate) fn get(
         &self,
         w: &FlexTensor,
         shape: [usize; 2],
@@ -99,7 +99,7 @@ impl<T: Cached> FilterCache<T> {
 
     /// The `[out, in]` shapes of the live entries (for tests).
     #[cfg(test)]
-    pub(super) fn shapes(&self) -> Vec<[usize; 2]> {
+    pub(crate) fn shapes(&self) -> Vec<[usize; 2]> {
         self.live_entries().iter().map(|e| e.key.shape).collect()
     }
 }

@@ -1,0 +1,68 @@
+//! Milliseconds per batch-1 dense layer on the inference device, Burn's `Linear::forward`
+//! against `ferrite_models::ops::linear::forward` (run under `FERRITE_PRECISION=bf16` for its
+//! bf16 weights): VGG's 4608→512 and seed-cnn's 2304→128, with the weights warm in cache and
+//! cold (a 64 MB read on both threads before each call, as the rest of a VGG forward evicts
+//! them).
+//!
+//!   dense_timing [REPS]
+use std::time::Instant;
+
+use burn::nn::{Linear, LinearConfig};
+use burn::prelude::*;
+use burn::tensor::Distribution;
+use rayon::prelude::*;
+
+#[global_allocator]
+static ALLOCATOR: ferrite_train::allocator::Allocator = ferrite_train::allocator::Allocator;
+
+mod common;
+use common::median;
+
+fn main() {
+    common::set_up_like_ferrite();
+    let reps: usize = common::arg(1, 201);
+    let device = Device::flex();
+    let sweep = vec![1.0f32; 16 << 20];
+    println!("| layer | weights | Burn ms | ferrite ms |");
+    println!("|---|---|---|---|");
+    for [ins, outs] in [[4608, 512], [2304, 128]] {
+        let linear = LinearConfig::new(ins, outs).init(&device);
+        let x = Tensor::<2>::random([1, ins], Distribution::Default, &device);
+        for cold in [false, true] {
+            let time = |ours: bool| {
+                let once = |linear: &Linear| {
+                    // As a model's forward does: a pool thread spins, ready for the tasks.
+                    let _warm = ferrite_models::pool::Warm::start();
+                    if cold {
+                        let sum: f32 = sweep
+                            .par_chunks(1 << 16)
+                            .map(|c| c.iter().sum::<f32>())
+                            .sum();
+                        std::hint::black_box(sum);
+                    }
+                    let start = Instant::now();
+                    let y = if ours {
+                        ferrite_models::ops::linear::forward(linear, x.clone())
+                    } else {
+                        linear.forward(x.clone())
+                    };
+                    let _ = y.into_data();
+                    start.elapsed().as_secs_f64() * 1e3
+                };
+                median((0..reps).map(|_| once(&linear)).collect())
+            };
+            // Alternating, so both see the same machine.
+            let (burn, ours) = (0..2).fold((vec![], vec![]), |(mut b, mut o), _| {
+                b.push(time(false));
+                o.push(time(true));
+                (b, o)
+            });
+            let state = if cold { "cold" } else { "warm" };
+            println!(
+                "| {ins}→{outs} | {state} | {:.3} | {:.3} |",
+                median(burn),
+                median(ours)
+            );
+        }
+    }
+}

@@ -1,0 +1,53 @@
+#!/usr/bin/env bash
+# Batch-1 inference latency, alternating within each round: ferrite f32, ferrite bf16, PyTorch
+# NCHW, PyTorch channels-last; median of ROUNDS per framework and the ratios, per round too.
+# Steadier than bench/train.sh's single batch-1 run per round on a VM that moves between minutes.
+#   bench/batch1.sh                    # ROUNDS=7 IMAGES=300 MODELS="vgg seed-cnn"
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROUNDS="${ROUNDS:-7}"
+IMAGES="${IMAGES:-300}"
+MODELS="${MODELS:-vgg seed-cnn}"
+venv="${FERRITE_PEERS_VENV:-$HOME/.cache/ferrite-bench/peers}"
+[ -x "$venv/bin/python" ] || { echo "no peer venv at $venv: run bench/peers/install.sh"; exit 1; }
+cargo build --release --quiet -p ferrite-train --example throughput
+ferrite=target/release/examples/throughput
+threads=$(nproc)
+results="$(mktemp)"
+trap 'rm -f "$results"' EXIT
+peer() { "$venv/bin/python" bench/peers/train_peers.py --threads "$threads" "$@" 2>/dev/null | tail -1; }
+for model in $MODELS; do
+  for ((r = 0; r < ROUNDS; r++)); do
+    {
+      echo "{\"round\": $r}"
+      $ferrite infer "$model" 1 "$IMAGES" 10
+      FERRITE_PRECISION=bf16 $ferrite infer "$model" 1 "$IMAGES" 10
+      peer --framework torch --model "$model" --batch 1 --steps "$IMAGES" --warmup 10 --infer
+      peer --framework torch --channels-last --model "$model" --batch 1 --steps "$IMAGES" --warmup 10 --infer
+    } >>"$results"
+  done
+done
+python3 - "$results" "$ROUNDS" <<'EOF'
+import json, statistics, sys
+from collections import defaultdict
+
+path, rounds = sys.argv[1], sys.argv[2]
+ms = defaultdict(list)  # (model, framework) -> per-round latency
+for line in open(path):
+    r = json.loads(line)
+    if "round" in r:
+        continue
+    fw = r["framework"]
+    ms[(r["model"], fw)].append(r.get("median_ms", r.get("median_latency_ms")))
+print(f"Batch-1 latency, ms (median over {rounds} alternating rounds; PyTorch: its faster layout each round)\n")
+print("| model | ferrite f32 | ferrite bf16 | PyTorch NCHW | PyTorch channels-last | f32 vs PyTorch | bf16 vs PyTorch | f32 vs PyTorch, per round |")
+print("|---|---|---|---|---|---|---|---|")
+for model in dict.fromkeys(m for m, _ in ms):
+    f32, bf16, nchw, cl = (ms[(model, fw)] for fw in ("ferrite", "ferrite-bf16", "torch", "torch-channels-last"))
+    torch = [min(a, b) for a, b in zip(nchw, cl)]
+    per_round = sorted(t / f for t, f in zip(torch, f32))
+    med = statistics.median
+    print(f"| {model} | {med(f32):.2f} | {med(bf16):.2f} | {med(nchw):.2f} | {med(cl):.2f} "
+          f"| {med(torch) / med(f32):.2f}× | {med(torch) / med(bf16):.2f}× "
+          f"| {per_round[0]:.2f}–{per_round[-1]:.2f}× |")
+EOF

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Batch-1 inference latency, alternating within each round: ferrite f32, ferrite bf16, PyTorch
-# NCHW, PyTorch channels-last; median of ROUNDS per framework and the ratios, per round too.
+# Batch-1 inference latency, alternating within each round: ferrite f32 and bf16
+# (FERRITE_PRECISION), PyTorch NCHW and channels-last, each in f32 and under CPU autocast to
+# bf16; median of ROUNDS per framework and the ratios, per round too.
 # Steadier than bench/train.sh's single batch-1 run per round on a VM that moves between minutes.
 #   bench/batch1.sh                    # ROUNDS=7 IMAGES=300 MODELS="vgg seed-cnn"
 set -euo pipefail
@@ -22,8 +23,11 @@ for model in $MODELS; do
       echo "{\"round\": $r}"
       $ferrite infer "$model" 1 "$IMAGES" 10
       FERRITE_PRECISION=bf16 $ferrite infer "$model" 1 "$IMAGES" 10
-      peer --framework torch --model "$model" --batch 1 --steps "$IMAGES" --warmup 10 --infer
-      peer --framework torch --channels-last --model "$model" --batch 1 --steps "$IMAGES" --warmup 10 --infer
+      for bf16 in "" --bf16; do
+        for layout in "" --channels-last; do
+          peer --framework torch $layout $bf16 --model "$model" --batch 1 --steps "$IMAGES" --warmup 10 --infer
+        done
+      done
     } >>"$results"
   done
 done
@@ -40,14 +44,16 @@ for line in open(path):
     fw = r["framework"]
     ms[(r["model"], fw)].append(r.get("median_ms", r.get("median_latency_ms")))
 print(f"Batch-1 latency, ms (median over {rounds} alternating rounds; PyTorch: its faster layout each round)\n")
-print("| model | ferrite f32 | ferrite bf16 | PyTorch NCHW | PyTorch channels-last | f32 vs PyTorch | bf16 vs PyTorch | f32 vs PyTorch, per round |")
-print("|---|---|---|---|---|---|---|---|")
+print("| model | ferrite f32 | ferrite bf16 | PyTorch f32 | PyTorch bf16 | f32 vs PyTorch f32 | per round | bf16 vs PyTorch f32 | bf16 vs PyTorch bf16 |")
+print("|---|---|---|---|---|---|---|---|---|")
+med = statistics.median
 for model in dict.fromkeys(m for m, _ in ms):
-    f32, bf16, nchw, cl = (ms[(model, fw)] for fw in ("ferrite", "ferrite-bf16", "torch", "torch-channels-last"))
-    torch = [min(a, b) for a, b in zip(nchw, cl)]
-    per_round = sorted(t / f for t, f in zip(torch, f32))
-    med = statistics.median
-    print(f"| {model} | {med(f32):.2f} | {med(bf16):.2f} | {med(nchw):.2f} | {med(cl):.2f} "
-          f"| {med(torch) / med(f32):.2f}× | {med(torch) / med(bf16):.2f}× "
-          f"| {per_round[0]:.2f}–{per_round[-1]:.2f}× |")
+    f32, bf16 = ms[(model, "ferrite")], ms[(model, "ferrite-bf16")]
+    best = lambda suffix: [min(a, b) for a, b in zip(ms[(model, "torch" + suffix)],
+                                                     ms[(model, "torch-channels-last" + suffix)])]
+    torch32, torch16 = best(""), best("-bf16")
+    per_round = sorted(t / f for t, f in zip(torch32, f32))
+    print(f"| {model} | {med(f32):.2f} | {med(bf16):.2f} | {med(torch32):.2f} | {med(torch16):.2f} "
+          f"| {med(torch32) / med(f32):.2f}× | {per_round[0]:.2f}–{per_round[-1]:.2f}× "
+          f"| {med(torch32) / med(bf16):.2f}× | {med(torch16) / med(bf16):.2f}× |")
 EOF

@@ -7,7 +7,7 @@ recipe's dropout rates); their trainable parameter counts are checked against `f
 usage:
   train_peers.py --framework torch|keras --model seed-cnn|dexpression|mini-xception|vgg
                  [--batch 64] [--steps 50] [--warmup 5] [--threads 2] [--channels-last]
-                 [--infer] [--jit off|on|auto] [--params-only]
+                 [--infer] [--bf16] [--jit off|on|auto] [--params-only]
 
 Training: random input (N, 1, 48, 48) f32 (Keras: (N, 48, 48, 1), TF's CPU layout) and random
 labels, one fixed batch reused each step; Adam lr 1e-3 (epsilon 1e-7, as ferrite's trainer),
@@ -16,6 +16,8 @@ cross-entropy on logits; each timed step is forward + backward + optimizer step,
 compiled tf.function train step (XLA off: Keras's own default on CPU; --jit on turns it on).
 Inference (--infer): forward only in eval mode (torch.inference_mode; Keras model(x,
 training=False) inside a tf.function), timing every call; prints the median latency too.
+--bf16 (torch, with --infer): the forward under torch.autocast("cpu", torch.bfloat16), PyTorch's
+own bf16 inference on the CPU, the peer of ferrite's --precision bf16.
 
 Prints one JSON line: {"framework", "model", "params", "batch", "images_per_second",
 "peak_rss_mb", ...}; --params-only prints the parameter count of each model and checks it.
@@ -54,6 +56,8 @@ def parse_args():
     p.add_argument("--channels-last", action="store_true",
                    help="torch: NHWC memory format for model and input (Keras is always NHWC)")
     p.add_argument("--infer", action="store_true", help="forward-only throughput in eval mode")
+    p.add_argument("--bf16", action="store_true",
+                   help="torch --infer: forward under CPU autocast to bfloat16")
     p.add_argument("--jit", choices=["off", "on", "auto"], default="off",
                    help="keras: XLA (jit_compile); off is Keras's own choice on CPU")
     p.add_argument("--params-only", action="store_true",
@@ -61,6 +65,8 @@ def parse_args():
     a = p.parse_args()
     if a.model == "all" and not a.params_only:
         p.error("--model all only with --params-only")
+    if a.bf16 and not (a.infer and a.framework == "torch"):
+        p.error("--bf16 only with --framework torch --infer")
     return a
 
 
@@ -231,7 +237,8 @@ def run_torch(a):
     times = []
     if a.infer:
         model.eval()
-        with torch.inference_mode():
+        autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=a.bf16)
+        with torch.inference_mode(), autocast:
             for i in range(a.warmup + a.steps):
                 t = time.perf_counter()
                 model(x)
@@ -420,7 +427,9 @@ def params_line(framework, name, params):
 def result(framework, a, params, times, extra):
     total = sum(times)
     out = {
-        "framework": framework + ("-channels-last" if getattr(a, "channels_last", False) else ""),
+        "framework": framework
+        + ("-channels-last" if getattr(a, "channels_last", False) else "")
+        + ("-bf16" if getattr(a, "bf16", False) else ""),
         "model": a.model,
         "params": params,
         "batch": a.batch,

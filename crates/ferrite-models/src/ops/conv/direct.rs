@@ -82,8 +82,13 @@ pub(super) fn fused_multiply_add() -> bool {
 /// channel). `turned` gives the input gradient's filters instead: `in` and `out` swapped and
 /// each filter turned by 180°.
 fn blocked_filters(w: &[f32], outs: usize, ins: usize, turned: bool) -> Vec<f32> {
-    let blocks = outs.div_ceil(BLOCK);
-    let mut packed = vec![0.0; blocks * ins * TAPS * BLOCK];
+    blocked_filters_by(w, outs, ins, turned, BLOCK)
+}
+
+/// [`blocked_filters`] by blocks of `block` output channels.
+fn blocked_filters_by(w: &[f32], outs: usize, ins: usize, turned: bool, block: usize) -> Vec<f32> {
+    let blocks = outs.div_ceil(block);
+    let mut packed = vec![0.0; blocks * ins * TAPS * block];
     for o in 0..outs {
         for i in 0..ins {
             for t in 0..TAPS {
@@ -92,7 +97,7 @@ fn blocked_filters(w: &[f32], outs: usize, ins: usize, turned: bool) -> Vec<f32>
                 } else {
                     w[(o * ins + i) * TAPS + t]
                 };
-                packed[blocked_index(o, i, t, ins)] = value;
+                packed[blocked_index_by(o, i, t, ins, block)] = value;
             }
         }
     }
@@ -101,7 +106,11 @@ fn blocked_filters(w: &[f32], outs: usize, ins: usize, turned: bool) -> Vec<f32>
 
 /// Where [`blocked_filters`] puts the weight of output `o`, input `i` (of `ins`), tap `t`.
 fn blocked_index(o: usize, i: usize, t: usize, ins: usize) -> usize {
-    ((o / BLOCK * ins + i) * TAPS + t) * BLOCK + o % BLOCK
+    blocked_index_by(o, i, t, ins, BLOCK)
+}
+
+fn blocked_index_by(o: usize, i: usize, t: usize, ins: usize, block: usize) -> usize {
+    ((o / block * ins + i) * TAPS + t) * block + o % block
 }
 
 /// `out[b][p] = Σ_(i, t) filters[i][t][b] · padded[i·plane + p + offsets[t]]` for one block of

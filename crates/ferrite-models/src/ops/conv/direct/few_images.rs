@@ -25,7 +25,7 @@ use multiversion::multiversion;
 
 mod lanes;
 
-use super::{BLOCK, Spread, Sweep, blocked_filters, fused_multiply_add};
+use super::{BLOCK, Spread, Sweep, blocked_filters_by, fused_multiply_add};
 use crate::ops::Precision;
 use crate::ops::conv::bf16;
 use crate::ops::conv::kernels::{Epilogue, Geometry};
@@ -60,21 +60,44 @@ impl Cached for Blocked {
 }
 
 impl Blocked {
-    /// Bf16 only on a CPU with AVX-512 BF16 (checked: the kernels rely on it).
-    fn new(w: &[f32], outs: usize, ins: usize, precision: Precision) -> Self {
+    /// By blocks of `block` output channels ([`blocked_filters_by`]); bf16 only on a CPU with
+    /// AVX-512 BF16 (checked: the kernels rely on it).
+    fn new(w: &[f32], outs: usize, ins: usize, precision: Precision, block: usize) -> Self {
         assert!(
             precision == Precision::F32 || bf16::available(),
             "bf16 filters on a CPU without AVX-512 BF16"
         );
-        let blocked = blocked_filters(w, outs, ins, false);
+        let blocked = blocked_filters_by(w, outs, ins, false, block);
         match precision {
             Precision::F32 => Self::F32(blocked),
             Precision::Bf16 => Self::Bf16(
                 blocked
-                    .chunks_exact(ins * TAPS * BLOCK)
-                    .flat_map(|block| bf16::row_pairs(block, ins, TAPS * BLOCK))
+                    .chunks_exact(ins * TAPS * block)
+                    .flat_map(|filters| bf16::row_pairs(filters, ins, TAPS * block))
                     .collect(),
             ),
+        }
+    }
+
+    /// The whole layer's operands: these filters and the spread `source` (`image_len` values,
+    /// planes `plane` apart), which bf16 filters pair into `paired` first.
+    fn operands<'a>(
+        &'a self,
+        source: &'a [f32],
+        [ins, plane]: [usize; 2],
+        paired: &'a mut Vec<u32>,
+    ) -> Operands<'a> {
+        match self {
+            Self::F32(filters) => Operands::F32 { source, filters },
+            Self::Bf16(filters) => {
+                // Pairs of planes, the slack after the last one zeros as in `source`.
+                *paired = bf16::row_pairs(source, ins, plane);
+                paired.resize(source.len() - (ins - ins.div_ceil(2)) * plane, 0);
+                Operands::Bf16 {
+                    source: paired,
+                    filters,
+                }
+            }
         }
     }
 }
@@ -127,7 +150,7 @@ fn forward_in(
     let (ins, outs) = (g.in_channels, g.out_channels);
     let variant = (precision == Precision::Bf16) as usize;
     let filters: Arc<Blocked> = CACHE.get(w, [outs, ins], variant, |values| {
-        Blocked::new(values, outs, ins, precision)
+        Blocked::new(values, outs, ins, precision, BLOCK)
     });
     let spread = Spread::of(g).expect("checked by applies");
     let sweep = spread.sweep(g);
@@ -141,20 +164,8 @@ fn forward_in(
         with_scratch(image_len + BLOCK * sweep.wide, |buf| {
             let (source, wide_out) = buf.split_at_mut(image_len);
             spread.spread_image(&x[n * image_in..][..image_in], g, source);
-            let paired;
-            let layer = match &*filters {
-                Blocked::F32(f) => Operands::F32 { source, filters: f },
-                Blocked::Bf16(f) => {
-                    // Pairs of planes, the slack after the last one zeros as in `source`.
-                    let mut pairs = bf16::row_pairs(source, ins, sweep.plane);
-                    pairs.resize(image_len - (ins - ins.div_ceil(2)) * sweep.plane, 0);
-                    paired = pairs;
-                    Operands::Bf16 {
-                        source: &paired,
-                        filters: f,
-                    }
-                }
-            };
+            let mut paired = Vec::new();
+            let layer = filters.operands(source, [ins, sweep.plane], &mut paired);
             let blocks = outs.div_ceil(BLOCK);
             for (k, maps) in maps.chunks_mut(block_maps).enumerate() {
                 let block = first_block + k;

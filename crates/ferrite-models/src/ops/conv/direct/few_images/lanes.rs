@@ -18,12 +18,11 @@ use std::sync::Arc;
 
 use burn::backend::flex::FlexTensor;
 
-use super::{Operands, Part, Spread, Sweep};
+use super::{Blocked, Operands, Part, Spread, Sweep};
 use crate::ops::Precision;
-use crate::ops::conv::bf16;
 use crate::ops::conv::kernels::{Epilogue, Geometry};
 use crate::ops::conv::wide::{LANES, TAPS};
-use crate::ops::filter_cache::{Cached, FilterCache};
+use crate::ops::filter_cache::FilterCache;
 use crate::ops::output;
 use crate::ops::scratch::with_scratch;
 
@@ -46,51 +45,9 @@ const MAX_PIXELS: usize = 64;
 /// As many values as the weights of the layers that run here: 64 MB.
 const MAX_CACHED: usize = 1 << 24;
 
-static CACHE: FilterCache<Filters> = FilterCache::new(MAX_CACHED);
-
-/// A layer's filters by blocks of 64 output channels: `[block][in][tap][64]`, or with bf16
-/// operands `[block][in pair][tap][64]`, each value two input channels' weights; zeros past
-/// the last output channel.
-enum Filters {
-    F32(Vec<f32>),
-    Bf16(Vec<u32>),
-}
-
-impl Cached for Filters {
-    fn len(&self) -> usize {
-        match self {
-            Self::F32(v) => v.len(),
-            Self::Bf16(v) => v.len(),
-        }
-    }
-}
-
-impl Filters {
-    /// Bf16 only on a CPU with AVX-512 BF16 (checked: the kernels rely on it).
-    fn new(w: &[f32], outs: usize, ins: usize, precision: Precision) -> Self {
-        assert!(
-            precision == Precision::F32 || bf16::available(),
-            "bf16 filters on a CPU without AVX-512 BF16"
-        );
-        let mut blocked = vec![0.0; outs.div_ceil(BLOCK) * ins * TAPS * BLOCK];
-        for (o, filters) in w.chunks_exact(ins * TAPS).enumerate().take(outs) {
-            for (i, taps) in filters.chunks_exact(TAPS).enumerate() {
-                for (t, &value) in taps.iter().enumerate() {
-                    blocked[((o / BLOCK * ins + i) * TAPS + t) * BLOCK + o % BLOCK] = value;
-                }
-            }
-        }
-        match precision {
-            Precision::F32 => Self::F32(blocked),
-            Precision::Bf16 => Self::Bf16(
-                blocked
-                    .chunks_exact(ins * TAPS * BLOCK)
-                    .flat_map(|block| bf16::row_pairs(block, ins, TAPS * BLOCK))
-                    .collect(),
-            ),
-        }
-    }
-}
+/// The layers' filters by blocks of 64 output channels: `[block][in][tap][64]`, or with bf16
+/// operands `[block][in pair][tap][64]`.
+static CACHE: FilterCache<Blocked> = FilterCache::new(MAX_CACHED);
 
 /// Whether `g` (one [`super`] runs) runs here: small maps, and a block of output channels
 /// for every thread. (Seed-cnn's 64→64/2 at 12², one block, took 0.028 → 0.035 ms here on
@@ -110,8 +67,8 @@ pub(super) fn forward(
 ) -> Vec<f32> {
     let (ins, outs) = (g.in_channels, g.out_channels);
     let variant = (precision == Precision::Bf16) as usize;
-    let filters: Arc<Filters> = CACHE.get(w, [outs, ins], variant, |values| {
-        Filters::new(values, outs, ins, precision)
+    let filters: Arc<Blocked> = CACHE.get(w, [outs, ins], variant, |values| {
+        Blocked::new(values, outs, ins, precision, BLOCK)
     });
     let spread = Spread::of(g).expect("checked by few_images::applies");
     let sweep = spread.sweep(g);
@@ -125,20 +82,8 @@ pub(super) fn forward(
         with_scratch(image_len + plane * BLOCK, |buf| {
             let (source, sums) = buf.split_at_mut(image_len);
             spread.spread_image(&x[n * image_in..][..image_in], g, source);
-            let paired;
-            let layer = match &*filters {
-                Filters::F32(f) => Operands::F32 { source, filters: f },
-                Filters::Bf16(f) => {
-                    // Pairs of planes, the slack after the last one zeros as in `source`.
-                    let mut pairs = bf16::row_pairs(source, ins, sweep.plane);
-                    pairs.resize(image_len - (ins - ins.div_ceil(2)) * sweep.plane, 0);
-                    paired = pairs;
-                    Operands::Bf16 {
-                        source: &paired,
-                        filters: f,
-                    }
-                }
-            };
+            let mut paired = Vec::new();
+            let layer = filters.operands(source, [ins, sweep.plane], &mut paired);
             for (k, maps) in maps.chunks_mut(BLOCK * plane).enumerate() {
                 let block = first_block + k;
                 let first = block * BLOCK;
@@ -351,7 +296,7 @@ impl Tile {
 mod tests {
     use super::super::tests::geometry;
     use super::*;
-    use crate::ops::conv::kernels;
+    use crate::ops::conv::{bf16, kernels};
     use crate::ops::test_util::{
         assert_close_values, avx512_or_skip, values, weights_3x3, worst_difference,
     };

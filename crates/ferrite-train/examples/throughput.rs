@@ -132,7 +132,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         ferrite_models::ops::Precision::F32 => "ferrite",
     };
     println!(
-        "{{\"framework\": \"{framework}\", \"mode\": \"{mode}\", \"model\": \"{model}\", \"batch\": {batch}, \"params\": {}, \"macs\": {}, \"images_per_second\": {:.1}, \"median_ms\": {:.2}, \"peak_rss_mb\": {:.0}}}",
+        "{{\"framework\": \"{framework}\", \"mode\": \"{mode}\", \"model\": \"{model}\", \"batch\": {batch}, \"params\": {}, \"macs\": {}, \"images_per_second\": {:.1}, \"median_ms\": {:.3}, \"peak_rss_mb\": {:.0}}}",
         network.trainable_params(),
         network.macs(48),
         (batch * times.len()) as f64 / total,

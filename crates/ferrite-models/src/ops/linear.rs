@@ -27,7 +27,7 @@ const CHUNK_ROWS: usize = 256;
 const MIN_WEIGHTS: usize = 1 << 16;
 
 /// bf16 weights of the live models' dense layers, as many values as their weights (VGG's
-/// 4608→512 holds 2.4 M): 64 MB.
+/// 4608→512 holds 2.4 M): 32 MB.
 const MAX_CACHED: usize = 1 << 24;
 
 static BF16_WEIGHTS: FilterCache<Bf16Rows> = FilterCache::new(MAX_CACHED);
@@ -36,10 +36,11 @@ static BF16_WEIGHTS: FilterCache<Bf16Rows> = FilterCache::new(MAX_CACHED);
 pub fn forward(linear: &Linear, x: Tensor<2>) -> Tensor<2> {
     let w = linear.weight.val();
     let [rows, ins] = x.dims();
-    let [_, outs] = w.dims();
+    let [weight_rows, outs] = w.dims();
+    // A width that does not match the weights gets Burn's own error.
     let ours = route(&[operand(&x), operand(&w)]) == Route::Flex
-        && rows < rayon::current_num_threads()
-        && ins * outs >= MIN_WEIGHTS;
+        && ins == weight_rows
+        && runs_here(rows, ins, outs);
     if !ours {
         return linear.forward(x);
     }
@@ -54,6 +55,12 @@ pub fn forward(linear: &Linear, x: Tensor<2>) -> Tensor<2> {
         }
     };
     Tensor::from_primitive::<Flex>(flex_tensor(y, [rows, outs]))
+}
+
+/// Whether a layer of `ins`→`outs` on `rows` inputs (plain burn-flex tensors) runs here: batch
+/// 1 (fewer rows than threads) and large enough to repay the tasks.
+fn runs_here(rows: usize, ins: usize, outs: usize) -> bool {
+    rows < rayon::current_num_threads() && ins * outs >= MIN_WEIGHTS
 }
 
 /// The weights' values rounded to bf16 (the top halves of their bits), `[in][out]` as the
@@ -139,9 +146,10 @@ mod tests {
         let x =
             Tensor::<2>::from_data(TensorData::new(values(rows * ins, 3), [rows, ins]), &device);
         let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build();
-        let ours = pool
-            .expect("thread pool")
-            .install(|| forward(&linear, x.clone()));
+        let ours = pool.expect("thread pool").install(|| {
+            assert!(runs_here(rows, ins, outs), "{ins}→{outs} × {rows}");
+            forward(&linear, x.clone())
+        });
         let reference = linear.forward(x);
         let host = |t: Tensor<2>| t.into_data().try_into_vec::<f32>().expect("f32");
         (host(ours), host(reference))
@@ -149,11 +157,20 @@ mod tests {
 
     #[test]
     fn matches_burn() {
-        // Rows by whole chunks, a short last chunk, and fewer than four rows at its end; one
-        // and three images (on four threads).
+        // Rows by whole chunks and a short last chunk; one and three images (on four
+        // threads). Under FERRITE_PRECISION=bf16 the weights are rounded.
+        let tolerance = match crate::ops::precision() {
+            Precision::F32 => 1e-5,
+            Precision::Bf16 => 5e-3,
+        };
         for (ins, outs, rows, threads) in [(512, 128, 1, 2), (601, 130, 1, 2), (259, 256, 3, 4)] {
             let (ours, reference) = both(ins, outs, rows, threads);
-            assert_close_values(&ours, &reference, 1e-5, &format!("{ins}→{outs} × {rows}"));
+            assert_close_values(
+                &ours,
+                &reference,
+                tolerance,
+                &format!("{ins}→{outs} × {rows}"),
+            );
         }
     }
 

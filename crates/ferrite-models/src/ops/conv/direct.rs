@@ -109,6 +109,7 @@ fn blocked_index(o: usize, i: usize, t: usize, ins: usize) -> usize {
     blocked_index_by(o, i, t, ins, BLOCK)
 }
 
+/// Where [`blocked_filters_by`] puts that weight with blocks of `block` channels.
 fn blocked_index_by(o: usize, i: usize, t: usize, ins: usize, block: usize) -> usize {
     ((o / block * ins + i) * TAPS + t) * block + o % block
 }

@@ -43,8 +43,9 @@ const MAX_CACHED: usize = 1 << 24;
 
 static CACHE: FilterCache<Blocked> = FilterCache::new(MAX_CACHED);
 
-/// A layer's filters by blocks of 8 output channels: `[block][in][tap][8]`, or with bf16
-/// operands `[block][in pair][tap][8]`, each value two input channels' weights.
+/// A layer's filters by blocks of output channels (8 here, 64 in [`lanes`]): `[block][in][tap]
+/// [width]`, or with bf16 operands `[block][in pair][tap][width]`, each value two input
+/// channels' weights.
 enum Blocked {
     F32(Vec<f32>),
     Bf16(Vec<u32>),

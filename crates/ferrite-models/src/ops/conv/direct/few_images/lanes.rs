@@ -326,10 +326,12 @@ mod tests {
         if !avx512_or_skip() {
             return;
         }
-        // Input channels over several chunks; a last block of 2 channels (one vector) and of
-        // 32 (two); rows of 7 and 5 outputs (tiles of 6 + 1, and 5); stride 2 on phase
-        // planes; valid padding; two images on four threads.
+        // Input channels over several chunks; last blocks of 2 channels (one vector), 32
+        // (two) and 40 (three); rows of 7, 5, 4 and 2 outputs (tiles of 6 + 1, 5, 4, 2);
+        // stride 2 on phase planes; valid padding; two images on four threads.
         let cases = [
+            (geometry(1, [9, 104], [6, 4], 1, 1), 2),
+            (geometry(1, [12, 160], [4, 2], 1, 1), 2),
             (geometry(1, [300, 130], [6, 6], 1, 1), 2),
             (geometry(1, [17, 200], [12, 13], 2, 1), 2),
             (geometry(1, [9, 96], [5, 5], 1, 1), 2),

@@ -5,7 +5,9 @@
 //!
 //!   conv_layers [REPS] [LAYER-SUBSTRING] [BATCH] [forward]
 //!
-//! With `forward`, only the forward column is measured (for profiling it).
+//! With `forward`, only the forward column is measured (for profiling it). With `EVICT=1` in
+//! the environment, both threads read 64 MB before each call, as the rest of a model's
+//! forward evicts a layer's filters and buffers at batch 1.
 
 use std::time::Instant;
 
@@ -13,6 +15,7 @@ use burn::prelude::*;
 use burn::tensor::Distribution;
 use burn::tensor::ops::ConvOptions;
 use ferrite_models::ops::conv::conv2d;
+use rayon::prelude::*;
 
 #[global_allocator]
 static ALLOCATOR: ferrite_train::allocator::Allocator = ferrite_train::allocator::Allocator;
@@ -56,6 +59,7 @@ fn main() {
     let device = Device::flex().autodiff();
     let batch: usize = common::arg(3, 64);
     let forward_only = std::env::args().nth(4).is_some_and(|a| a == "forward");
+    let evict = std::env::var_os("EVICT").map(|_| vec![1.0f32; 16 << 20]);
     println!("| layer | forward ms | fwd+bwd ms | GMAC/s (fwd+bwd, direct count) |");
     println!("|---|---|---|---|");
     let mut total = 0.0;
@@ -79,6 +83,13 @@ fn main() {
             };
             // As in a model's forward pass: a pool thread spins meanwhile.
             let _warm = ferrite_models::pool::Warm::start();
+            if let Some(sweep) = &evict {
+                let sum: f32 = sweep
+                    .par_chunks(1 << 16)
+                    .map(|c| c.iter().sum::<f32>())
+                    .sum();
+                std::hint::black_box(sum);
+            }
             let start = Instant::now();
             let y = conv2d(x.clone(), w.clone(), None, options.clone());
             if backward {

@@ -148,42 +148,88 @@ fn forward_in(
     g: &Geometry,
     precision: Precision,
 ) -> Vec<f32> {
-    let (ins, outs) = (g.in_channels, g.out_channels);
-    let variant = (precision == Precision::Bf16) as usize;
-    let filters: Arc<Blocked> = CACHE.get(w, [outs, ins], variant, |values| {
-        Blocked::new(values, outs, ins, precision, BLOCK)
-    });
-    let spread = Spread::of(g).expect("checked by applies");
-    let sweep = spread.sweep(g);
-    let image_len = spread.image_len(g, &sweep);
-    let image_in = ins * g.in_plane();
-    let part = Part::of(g, BLOCK);
-    let block_maps = BLOCK * g.out_plane();
-    let part_maps = (part.blocks * BLOCK).min(outs) * g.out_plane();
-    output::par_chunks_written(g.output_len(), part_maps, 1, |task, maps| {
-        let (n, first_block) = (task / part.per_image, task % part.per_image * part.blocks);
-        with_scratch(image_len + BLOCK * sweep.wide, |buf| {
-            let (source, wide_out) = buf.split_at_mut(image_len);
-            spread.spread_image(&x[n * image_in..][..image_in], g, source);
-            let mut paired = Vec::new();
-            let layer = filters.operands(source, [ins, sweep.plane], &mut paired);
-            let blocks = outs.div_ceil(BLOCK);
-            for (k, maps) in maps.chunks_mut(block_maps).enumerate() {
-                let block = first_block + k;
-                // SAFETY: `applies` checked that the CPU has AVX-512F; bf16 filters exist
-                // only where it has AVX-512 BF16.
-                unsafe { correlate_block(layer.block(block, blocks), &sweep, wide_out) };
-                for (b, map) in maps.chunks_exact_mut(g.out_plane()).enumerate() {
-                    let (scale, shift) = post.affine(block * BLOCK + b);
-                    let wide = &wide_out[b * sweep.wide..];
-                    narrow_affine(map, wide, &sweep, [scale, shift], post.relu);
+    let layer = Layer {
+        cache: &CACHE,
+        block: BLOCK,
+        precision,
+    };
+    let wide_planes = |sweep: &Sweep| BLOCK * sweep.wide;
+    let per_block = |operands: Operands<'_>,
+                     block: usize,
+                     sweep: &Sweep,
+                     maps: &mut [MaybeUninit<f32>],
+                     wide_out: &mut [f32]| {
+        // SAFETY: `applies` checked that the CPU has AVX-512F; bf16 filters exist only where
+        // it has AVX-512 BF16.
+        unsafe { correlate_block(operands, sweep, wide_out) };
+        for (b, map) in maps.chunks_exact_mut(g.out_plane()).enumerate() {
+            let (scale, shift) = post.affine(block * BLOCK + b);
+            let wide = &wide_out[b * sweep.wide..];
+            narrow_affine(map, wide, sweep, [scale, shift], post.relu);
+        }
+    };
+    // SAFETY: `narrow_affine` writes every value of each map of a block.
+    unsafe { layer.by_blocks(x, w, g, wide_planes, per_block) }
+}
+
+/// How a direct batch-1 kernel keeps and splits a layer's filters: by blocks of `block` output
+/// channels, in `cache`, with operands of `precision`.
+struct Layer {
+    cache: &'static FilterCache<Blocked>,
+    block: usize,
+    precision: Precision,
+}
+
+impl Layer {
+    /// Every output map of `g` from blocks of output channels, shared out over the threads in
+    /// parts of whole blocks ([`Part`]). Each part spreads its image's planes (and pairs them
+    /// for bf16) once, then calls `per_block(operands, block, sweep, maps, scratch)` for each
+    /// of its blocks: the block's operands, its index, the spread layout, its maps, uninitialised,
+    /// and `scratch(sweep)` values of scratch.
+    ///
+    /// # Safety
+    /// `per_block` must write every value of the maps it is given: they become the output.
+    unsafe fn by_blocks<F>(
+        &self,
+        x: &[f32],
+        w: &FlexTensor,
+        g: &Geometry,
+        scratch: impl Fn(&Sweep) -> usize,
+        per_block: F,
+    ) -> Vec<f32>
+    where
+        F: Fn(Operands, usize, &Sweep, &mut [MaybeUninit<f32>], &mut [f32]) + Sync + Send,
+    {
+        let (ins, outs, block) = (g.in_channels, g.out_channels, self.block);
+        let variant = (self.precision == Precision::Bf16) as usize;
+        let filters: Arc<Blocked> = self.cache.get(w, [outs, ins], variant, |values| {
+            Blocked::new(values, outs, ins, self.precision, block)
+        });
+        let spread = Spread::of(g).expect("checked by applies");
+        let sweep = spread.sweep(g);
+        let image_len = spread.image_len(g, &sweep);
+        let scratch = scratch(&sweep);
+        let image_in = ins * g.in_plane();
+        let (plane, blocks) = (g.out_plane(), outs.div_ceil(block));
+        let part = Part::of(g, block);
+        let part_maps = (part.blocks * block).min(outs) * plane;
+        output::par_chunks_written(g.output_len(), part_maps, 1, |task, maps| {
+            let (n, first_block) = (task / part.per_image, task % part.per_image * part.blocks);
+            with_scratch(image_len + scratch, |buf| {
+                let (source, scratch) = buf.split_at_mut(image_len);
+                spread.spread_image(&x[n * image_in..][..image_in], g, source);
+                let mut paired = Vec::new();
+                let layer = filters.operands(source, [ins, sweep.plane], &mut paired);
+                for (k, maps) in maps.chunks_mut(block * plane).enumerate() {
+                    let at = first_block + k;
+                    per_block(layer.block(at, blocks), at, &sweep, maps, scratch);
                 }
-            }
-            // SAFETY: `narrow_affine` wrote every value of each map, and the maps tile `maps`
-            // (the output is whole maps).
-            unsafe { output::assume_written(maps) }
+                // SAFETY: `per_block` wrote every value of each block's maps (the caller's
+                // promise), and the blocks' maps tile `maps` (the output is whole maps).
+                unsafe { output::assume_written(maps) }
+            })
         })
-    })
+    }
 }
 
 /// `map`'s rows of `out_w` values from a wide plane (rows `row_width` apart), each
@@ -451,6 +497,30 @@ pub(super) mod tests {
         }
     }
 
+    /// `kernel`'s output for `g` (weights of `seed`, a bias + ReLU epilogue) and im2col's.
+    /// The kernel runs twice: the second call, served from the filter cache, must give the
+    /// same values.
+    pub(super) fn against_im2col(
+        g: &Geometry,
+        seed: u64,
+        kernel: impl Fn(&[f32], &FlexTensor, &Epilogue) -> Vec<f32>,
+    ) -> (Vec<f32>, Vec<f32>) {
+        let x = values(g.input_len(), 1);
+        let w = weights_3x3(g.out_channels, g.in_channels, seed);
+        let bias = values(g.out_channels, 4);
+        let post = Epilogue {
+            shift: Some(&bias),
+            relu: true,
+            ..Epilogue::default()
+        };
+        let ours = kernel(&x, &w, &post);
+        assert_eq!(ours, kernel(&x, &w, &post), "{g:?}: from the cache");
+        (
+            ours,
+            kernels::dense_forward(&x, crate::ops::f32s(&w), &post, g),
+        )
+    }
+
     #[test]
     fn matches_im2col_with_cached_filters() {
         if !avx512_or_skip() {
@@ -474,20 +544,11 @@ pub(super) mod tests {
         pool.expect("thread pool").install(|| {
             for g in cases {
                 assert!(applies(&g), "{g:?}");
-                let x = values(g.input_len(), 1);
-                let bias = values(g.out_channels, 4);
-                let post = Epilogue {
-                    shift: Some(&bias),
-                    relu: true,
-                    ..Epilogue::default()
-                };
                 for seed in [2, 5] {
                     // The second weights have the first's shape: not served its filters.
-                    let w = weights_3x3(g.out_channels, g.in_channels, seed);
-                    let reference = kernels::dense_forward(&x, crate::ops::f32s(&w), &post, &g);
-                    let first = forward(&x, &w, &post, &g);
-                    assert_close_values(&first, &reference, 1e-4, &format!("{g:?}"));
-                    assert_eq!(first, forward(&x, &w, &post, &g), "from the cache");
+                    let (ours, reference) =
+                        against_im2col(&g, seed, |x, w, post| forward(x, w, post, &g));
+                    assert_close_values(&ours, &reference, 1e-4, &format!("{g:?}"));
                 }
             }
         });
@@ -508,16 +569,10 @@ pub(super) mod tests {
         let pool = rayon::ThreadPoolBuilder::new().num_threads(2).build();
         pool.expect("thread pool").install(|| {
             for g in cases {
-                let x = values(g.input_len(), 1);
-                let w = weights_3x3(g.out_channels, g.in_channels, 2);
-                let bias = values(g.out_channels, 4);
-                let post = Epilogue {
-                    shift: Some(&bias),
-                    relu: true,
-                    ..Epilogue::default()
+                let bf16 = |x: &[f32], w: &FlexTensor, post: &Epilogue| {
+                    forward_in(x, w, post, &g, Precision::Bf16)
                 };
-                let reference = kernels::dense_forward(&x, crate::ops::f32s(&w), &post, &g);
-                let ours = forward_in(&x, &w, &post, &g, Precision::Bf16);
+                let (ours, reference) = against_im2col(&g, 2, bf16);
                 let worst = worst_difference(&ours, &reference, &format!("{g:?}"));
                 // Rounded (so the bf16 kernel ran), but no more than bf16 explains.
                 assert!((1e-4..5e-3).contains(&worst), "{g:?}: {worst}");

@@ -13,18 +13,16 @@ use std::arch::x86_64::{
     __m512, __m512bh, __m512i, _mm512_dpbf16_ps, _mm512_fmadd_ps, _mm512_loadu_ps,
     _mm512_loadu_si512, _mm512_set1_epi32, _mm512_set1_ps, _mm512_setzero_ps, _mm512_storeu_ps,
 };
+use std::mem::MaybeUninit;
 use std::ops::Range;
-use std::sync::Arc;
 
 use burn::backend::flex::FlexTensor;
 
-use super::{Blocked, Operands, Part, Spread, Sweep};
+use super::{Blocked, Layer, Operands, Sweep};
 use crate::ops::Precision;
 use crate::ops::conv::kernels::{Epilogue, Geometry};
 use crate::ops::conv::wide::{LANES, TAPS};
 use crate::ops::filter_cache::FilterCache;
-use crate::ops::output;
-use crate::ops::scratch::with_scratch;
 
 /// Vectors of output channels a tile sums at once.
 const VECTORS: usize = 4;
@@ -65,43 +63,30 @@ pub(super) fn forward(
     g: &Geometry,
     precision: Precision,
 ) -> Vec<f32> {
-    let (ins, outs) = (g.in_channels, g.out_channels);
-    let variant = (precision == Precision::Bf16) as usize;
-    let filters: Arc<Blocked> = CACHE.get(w, [outs, ins], variant, |values| {
-        Blocked::new(values, outs, ins, precision, BLOCK)
-    });
-    let spread = Spread::of(g).expect("checked by few_images::applies");
-    let sweep = spread.sweep(g);
-    let image_len = spread.image_len(g, &sweep);
-    let image_in = ins * g.in_plane();
-    let (plane, blocks) = (g.out_plane(), outs.div_ceil(BLOCK));
-    let part = Part::of(g, BLOCK);
-    let part_maps = (part.blocks * BLOCK).min(outs) * plane;
-    output::par_chunks_written(g.output_len(), part_maps, 1, |task, maps| {
-        let (n, first_block) = (task / part.per_image, task % part.per_image * part.blocks);
-        with_scratch(image_len + plane * BLOCK, |buf| {
-            let (source, sums) = buf.split_at_mut(image_len);
-            spread.spread_image(&x[n * image_in..][..image_in], g, source);
-            let mut paired = Vec::new();
-            let layer = filters.operands(source, [ins, sweep.plane], &mut paired);
-            for (k, maps) in maps.chunks_mut(BLOCK * plane).enumerate() {
-                let block = first_block + k;
-                let first = block * BLOCK;
-                let channels = maps.len() / plane;
-                sum_block(layer.block(block, blocks), &sweep, channels, sums);
-                for (c, map) in maps.chunks_exact_mut(plane).enumerate() {
-                    let (scale, shift) = post.affine(first + c);
-                    for (out, pixel) in map.iter_mut().zip(sums.chunks_exact(BLOCK)) {
-                        let v = pixel[c] * scale + shift;
-                        out.write(if post.relu { v.max(0.0) } else { v });
-                    }
-                }
+    let layer = Layer {
+        cache: &CACHE,
+        block: BLOCK,
+        precision,
+    };
+    let plane = g.out_plane();
+    let per_block = |operands: Operands<'_>,
+                     block: usize,
+                     sweep: &Sweep,
+                     maps: &mut [MaybeUninit<f32>],
+                     sums: &mut [f32]| {
+        let channels = maps.len() / plane;
+        sum_block(operands, sweep, channels, sums);
+        for (c, map) in maps.chunks_exact_mut(plane).enumerate() {
+            let (scale, shift) = post.affine(block * BLOCK + c);
+            for (out, pixel) in map.iter_mut().zip(sums.chunks_exact(BLOCK)) {
+                let v = pixel[c] * scale + shift;
+                out.write(if post.relu { v.max(0.0) } else { v });
             }
-            // SAFETY: every map of each block was written just above, and the blocks' maps
-            // tile `maps`.
-            unsafe { output::assume_written(maps) }
-        })
-    })
+        }
+    };
+    let sums_len = |sweep: &Sweep| sweep.out_plane * BLOCK;
+    // SAFETY: `per_block` writes every value of every map of a block.
+    unsafe { layer.by_blocks(x, w, g, sums_len, per_block) }
 }
 
 /// `sums[p][c] = Σ_(step, t) filters[step][t][c] · source[step·plane + wide(p) + offsets[t]]`
@@ -294,30 +279,17 @@ impl Tile {
 
 #[cfg(test)]
 mod tests {
-    use super::super::tests::geometry;
+    use super::super::tests::{against_im2col, geometry};
     use super::*;
-    use crate::ops::conv::{bf16, kernels};
-    use crate::ops::test_util::{
-        assert_close_values, avx512_or_skip, values, weights_3x3, worst_difference,
-    };
+    use crate::ops::conv::bf16;
+    use crate::ops::test_util::{assert_close_values, avx512_or_skip, worst_difference};
 
-    /// This kernel's output and im2col's, on `threads` threads, with a bias + ReLU epilogue.
+    /// This kernel's output and im2col's, on `threads` threads ([`against_im2col`]).
     fn both(g: &Geometry, threads: usize, precision: Precision) -> (Vec<f32>, Vec<f32>) {
         let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build();
         pool.expect("thread pool").install(|| {
             assert!(super::super::applies(g) && applies(g), "{g:?}");
-            let x = values(g.input_len(), 1);
-            let w = weights_3x3(g.out_channels, g.in_channels, 2);
-            let bias = values(g.out_channels, 4);
-            let post = Epilogue {
-                shift: Some(&bias),
-                relu: true,
-                ..Epilogue::default()
-            };
-            let ours = forward(&x, &w, &post, g, precision);
-            assert_eq!(ours, forward(&x, &w, &post, g, precision), "from the cache");
-            let reference = kernels::dense_forward(&x, crate::ops::f32s(&w), &post, g);
-            (ours, reference)
+            against_im2col(g, 2, |x, w, post| forward(x, w, post, g, precision))
         })
     }
 

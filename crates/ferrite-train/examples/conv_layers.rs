@@ -15,7 +15,6 @@ use burn::prelude::*;
 use burn::tensor::Distribution;
 use burn::tensor::ops::ConvOptions;
 use ferrite_models::ops::conv::conv2d;
-use rayon::prelude::*;
 
 #[global_allocator]
 static ALLOCATOR: ferrite_train::allocator::Allocator = ferrite_train::allocator::Allocator;
@@ -59,7 +58,7 @@ fn main() {
     let device = Device::flex().autodiff();
     let batch: usize = common::arg(3, 64);
     let forward_only = std::env::args().nth(4).is_some_and(|a| a == "forward");
-    let evict = std::env::var_os("EVICT").map(|_| vec![1.0f32; 16 << 20]);
+    let evict = std::env::var_os("EVICT").map(|_| common::Eviction::new());
     println!("| layer | forward ms | fwd+bwd ms | GMAC/s (fwd+bwd, direct count) |");
     println!("|---|---|---|---|");
     let mut total = 0.0;
@@ -83,12 +82,8 @@ fn main() {
             };
             // As in a model's forward pass: a pool thread spins meanwhile.
             let _warm = ferrite_models::pool::Warm::start();
-            if let Some(sweep) = &evict {
-                let sum: f32 = sweep
-                    .par_chunks(1 << 16)
-                    .map(|c| c.iter().sum::<f32>())
-                    .sum();
-                std::hint::black_box(sum);
+            if let Some(eviction) = &evict {
+                eviction.run();
             }
             let start = Instant::now();
             let y = conv2d(x.clone(), w.clone(), None, options.clone());

@@ -10,7 +10,6 @@ use std::time::Instant;
 use burn::nn::{Linear, LinearConfig};
 use burn::prelude::*;
 use burn::tensor::Distribution;
-use rayon::prelude::*;
 
 #[global_allocator]
 static ALLOCATOR: ferrite_train::allocator::Allocator = ferrite_train::allocator::Allocator;
@@ -22,7 +21,7 @@ fn main() {
     common::set_up_like_ferrite();
     let reps: usize = common::arg(1, 201);
     let device = Device::flex();
-    let sweep = vec![1.0f32; 16 << 20];
+    let eviction = common::Eviction::new();
     println!("| layer | weights | Burn ms | ferrite ms |");
     println!("|---|---|---|---|");
     for [ins, outs] in [[4608, 512]] {
@@ -34,11 +33,7 @@ fn main() {
                     // As a model's forward does: a pool thread spins, ready for the tasks.
                     let _warm = ferrite_models::pool::Warm::start();
                     if cold {
-                        let sum: f32 = sweep
-                            .par_chunks(1 << 16)
-                            .map(|c| c.iter().sum::<f32>())
-                            .sum();
-                        std::hint::black_box(sum);
+                        eviction.run();
                     }
                     let start = Instant::now();
                     let y = if ours {

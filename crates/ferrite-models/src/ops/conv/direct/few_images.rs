@@ -155,6 +155,7 @@ fn forward_in(
     };
     let wide_planes = |sweep: &Sweep| BLOCK * sweep.wide;
     let per_block = |operands: Operands<'_>,
+                     _ahead: &[u8],
                      block: usize,
                      sweep: &Sweep,
                      maps: &mut [MaybeUninit<f32>],
@@ -183,9 +184,10 @@ struct Layer {
 impl Layer {
     /// Every output map of `g` from blocks of output channels, shared out over the threads in
     /// parts of whole blocks ([`Part`]). Each part spreads its image's planes (and pairs them
-    /// for bf16) once, then calls `per_block(operands, block, sweep, maps, scratch)` for each
-    /// of its blocks: the block's operands, its index, the spread layout, its maps, uninitialised,
-    /// and `scratch(sweep)` values of scratch.
+    /// for bf16) once, then calls `per_block(operands, ahead, block, sweep, maps, scratch)` for
+    /// each of its blocks: the block's operands, the bytes of the filters the part reads next
+    /// (empty after its last block; a kernel may prefetch them), the block's index, the spread
+    /// layout, its maps, uninitialised, and `scratch(sweep)` values of scratch.
     ///
     /// # Safety
     /// `per_block` must write every value of the maps it is given: they become the output.
@@ -198,7 +200,7 @@ impl Layer {
         per_block: F,
     ) -> Vec<f32>
     where
-        F: Fn(Operands, usize, &Sweep, &mut [MaybeUninit<f32>], &mut [f32]) + Sync + Send,
+        F: Fn(Operands, &[u8], usize, &Sweep, &mut [MaybeUninit<f32>], &mut [f32]) + Sync + Send,
     {
         let (ins, outs, block) = (g.in_channels, g.out_channels, self.block);
         let variant = (self.precision == Precision::Bf16) as usize;
@@ -220,9 +222,15 @@ impl Layer {
                 spread.spread_image(&x[n * image_in..][..image_in], g, source);
                 let mut paired = Vec::new();
                 let layer = filters.operands(source, [ins, sweep.plane], &mut paired);
+                let part_blocks = maps.len().div_ceil(block * plane);
                 for (k, maps) in maps.chunks_mut(block * plane).enumerate() {
                     let at = first_block + k;
-                    per_block(layer.block(at, blocks), at, &sweep, maps, scratch);
+                    let ahead = if k + 1 < part_blocks {
+                        layer.block(at + 1, blocks).filter_bytes()
+                    } else {
+                        &[]
+                    };
+                    per_block(layer.block(at, blocks), ahead, at, &sweep, maps, scratch);
                 }
                 // SAFETY: `per_block` wrote every value of each block's maps (the caller's
                 // promise), and the blocks' maps tile `maps` (the output is whole maps).
@@ -305,7 +313,7 @@ enum Operands<'a> {
     },
 }
 
-impl Operands<'_> {
+impl<'a> Operands<'a> {
     /// With the filters of block `block` of `blocks` only (the source stays whole).
     fn block(self, block: usize, blocks: usize) -> Self {
         fn of<T>(filters: &[T], block: usize, blocks: usize) -> &[T] {
@@ -321,6 +329,18 @@ impl Operands<'_> {
                 source,
                 filters: of(filters, block, blocks),
             },
+        }
+    }
+
+    /// The filters as bytes, to prefetch.
+    fn filter_bytes(&self) -> &'a [u8] {
+        fn bytes<T>(values: &[T]) -> &[u8] {
+            // SAFETY: the same memory, read as bytes (any bit pattern is a `u8`, alignment 1).
+            unsafe { std::slice::from_raw_parts(values.as_ptr().cast(), size_of_val(values)) }
+        }
+        match self {
+            Self::F32 { filters, .. } => bytes(filters),
+            Self::Bf16 { filters, .. } => bytes(filters),
         }
     }
 

@@ -130,6 +130,9 @@ pub(crate) fn pool_plane_list(
     if !track && is_separable(w) {
         return (separable_maxima(planes, negated, w), Vec::new());
     }
+    if !track && negated.is_none() && is_two_by_two(w) {
+        return (two_by_two_maxima(planes, w), Vec::new());
+    }
     let stack = stack_len(w);
     let grid = PhaseGrid::of(w, stack);
     let out_w = w.out_size[1];
@@ -211,6 +214,44 @@ fn separable_maxima(planes: &[&[f32]], negated: Option<&[bool]>, w: &Window) -> 
             })
         });
     y
+}
+
+/// Whether [`two_by_two_maxima`] covers `w`: 2×2 windows at stride 2 without padding (every
+/// VGG pool).
+fn is_two_by_two(w: &Window) -> bool {
+    w.kernel == [2, 2] && w.stride == [2, 2] && w.pad == [0, 0] && w.dilation == [1, 1]
+}
+
+/// Each 2×2 window's maximum without the taps (inference), as [`pool_plane_list`]: per output
+/// row, the maxima of two input rows, then of neighbouring pairs of those. On the phase grid
+/// VGG's four pools took 0.16 ms of its batch-1 forward, laying every plane out anew first.
+fn two_by_two_maxima(planes: &[&[f32]], w: &Window) -> Vec<f32> {
+    let ([out_h, out_w], in_w) = (w.out_size, w.in_size[1]);
+    let (stack, out_plane) = (stack_len(w), w.out_plane());
+    let mut y = vec![0.0; w.planes * out_plane];
+    y.par_chunks_mut(stack * out_plane)
+        .zip(planes.par_chunks(stack))
+        .for_each(|(y, planes)| {
+            for (y, plane) in y.chunks_exact_mut(out_plane).zip(planes) {
+                for (oy, out) in y.chunks_exact_mut(out_w).enumerate().take(out_h) {
+                    let top = &plane[2 * oy * in_w..][..2 * out_w];
+                    let bottom = &plane[(2 * oy + 1) * in_w..][..2 * out_w];
+                    max_of_pairs(out, top, bottom);
+                }
+            }
+        });
+    y
+}
+
+/// `out[j] = max(top[2j], top[2j + 1], bottom[2j], bottom[2j + 1])`.
+#[multiversion(targets = "simd")]
+fn max_of_pairs(out: &mut [f32], top: &[f32], bottom: &[f32]) {
+    let n = out.len();
+    let (top, bottom) = (&top[..2 * n], &bottom[..2 * n]);
+    for j in 0..n {
+        let left = max_or_nan(top[2 * j], bottom[2 * j]);
+        out[j] = max_or_nan(left, max_or_nan(top[2 * j + 1], bottom[2 * j + 1]));
+    }
 }
 
 /// The larger of `b` and `v`, NaN winning (as in Burn and PyTorch), without a branch.
@@ -592,7 +633,7 @@ mod tests {
     use burn::prelude::*;
     use burn::tensor::TensorData;
 
-    use super::forward;
+    use super::{forward, is_two_by_two, window};
     use crate::ops::test_util::{assert_close, tensor};
 
     fn assert_matches_burn(kernel: usize, stride: usize, pad: usize, dilation: usize) {
@@ -697,6 +738,37 @@ mod tests {
             let near = (i / 5).abs_diff(2) <= 1 && (i % 5).abs_diff(3) <= 1;
             assert_eq!(v.is_nan(), near, "output {i}: {v}");
         }
+    }
+
+    #[test]
+    fn two_by_two_pools_at_inference_match_burn() {
+        // VGG's map sides, an odd side (the last row and column left out), several stacks of
+        // planes (300 planes of 64 values: stacks of 256 and 44), and NaN winning.
+        let device = Device::flex();
+        let pool = MaxPool2dConfig::new([2, 2]).with_strides([2, 2]).init();
+        for shape in [
+            [1, 64, 48, 48],
+            [2, 3, 7, 9],
+            [1, 300, 8, 8],
+            [1, 512, 6, 6],
+        ] {
+            let x = tensor(shape, 3, &device);
+            let what = format!("2×2, {shape:?}");
+            assert!(
+                window(&pool, shape).is_some_and(|w| is_two_by_two(&w)),
+                "{what}"
+            );
+            let ours = forward(&pool, x.clone()).into_data();
+            assert_close(&ours, &pool.forward(x).into_data(), 0.0, &what);
+        }
+        let mut values = vec![0.5f32; 16];
+        values[5] = f32::NAN;
+        let x = Tensor::<4>::from_data(TensorData::new(values, [1, 1, 4, 4]), &device);
+        let y = forward(&pool, x)
+            .into_data()
+            .try_to_vec::<f32>()
+            .expect("f32");
+        assert!(y[0].is_nan() && y[1..].iter().all(|&v| v == 0.5), "{y:?}");
     }
 
     #[test]

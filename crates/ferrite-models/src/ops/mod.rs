@@ -32,6 +32,7 @@ pub mod linear;
 pub mod max_pool;
 pub mod norm_pool;
 mod output;
+mod prefetch;
 mod scratch;
 #[cfg(test)]
 pub(crate) mod test_util;

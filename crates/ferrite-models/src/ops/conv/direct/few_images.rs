@@ -32,6 +32,7 @@ use crate::ops::conv::kernels::{Epilogue, Geometry};
 use crate::ops::conv::wide::{LANES, TAPS};
 use crate::ops::filter_cache::{Cached, FilterCache};
 use crate::ops::output;
+use crate::ops::prefetch::bytes_of;
 use crate::ops::scratch::with_scratch;
 
 /// 16-wide steps of outputs summed at once.
@@ -334,13 +335,9 @@ impl<'a> Operands<'a> {
 
     /// The filters as bytes, to prefetch.
     fn filter_bytes(&self) -> &'a [u8] {
-        fn bytes<T>(values: &[T]) -> &[u8] {
-            // SAFETY: the same memory, read as bytes (any bit pattern is a `u8`, alignment 1).
-            unsafe { std::slice::from_raw_parts(values.as_ptr().cast(), size_of_val(values)) }
-        }
         match self {
-            Self::F32 { filters, .. } => bytes(filters),
-            Self::Bf16 { filters, .. } => bytes(filters),
+            Self::F32 { filters, .. } => bytes_of(filters),
+            Self::Bf16 { filters, .. } => bytes_of(filters),
         }
     }
 

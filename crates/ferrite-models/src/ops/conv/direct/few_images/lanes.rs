@@ -10,9 +10,8 @@
 //! of the map reads them.
 
 use std::arch::x86_64::{
-    __m512, __m512bh, __m512i, _MM_HINT_T1, _mm_prefetch, _mm512_dpbf16_ps, _mm512_fmadd_ps,
-    _mm512_loadu_ps, _mm512_loadu_si512, _mm512_set1_epi32, _mm512_set1_ps, _mm512_setzero_ps,
-    _mm512_storeu_ps,
+    __m512, __m512bh, __m512i, _mm512_dpbf16_ps, _mm512_fmadd_ps, _mm512_loadu_ps,
+    _mm512_loadu_si512, _mm512_set1_epi32, _mm512_set1_ps, _mm512_setzero_ps, _mm512_storeu_ps,
 };
 use std::mem::MaybeUninit;
 use std::ops::Range;
@@ -24,6 +23,7 @@ use crate::ops::Precision;
 use crate::ops::conv::kernels::{Epilogue, Geometry};
 use crate::ops::conv::wide::{LANES, TAPS};
 use crate::ops::filter_cache::FilterCache;
+use crate::ops::prefetch::Prefetch;
 
 /// Vectors of output channels a tile sums at once.
 const VECTORS: usize = 4;
@@ -37,9 +37,6 @@ const ROW_TILE: usize = 6;
 /// Input steps (channels, or bf16 pairs of them) per pass over the map: 128 · 9 taps · 64
 /// channels · 4 bytes = 295 KB of filters, read by every tile of the pass from L2.
 const CHUNK: usize = 128;
-
-/// Bytes in a cache line.
-const LINE: usize = 64;
 
 /// Outputs per map up to which the lanes gain: VGG's 6² maps (36), not its 12² ones.
 const MAX_PIXELS: usize = 64;
@@ -127,7 +124,7 @@ fn sum_block(operands: Operands, ahead: &[u8], sweep: &Sweep, channels: usize, s
             rest => rest,
         };
         let next = &next[..next.len().min(CHUNK * step_bytes)];
-        let mut shares = (0..tiles).map(|i| &next[i * next.len() / tiles..][..next.len() / tiles]);
+        let mut shares = (0..tiles).map(|i| Prefetch::share(next, i, tiles, chunk.len()));
         for oy in 0..out_h {
             for ox in (0..sweep.out_w).step_by(ROW_TILE) {
                 let tile = Tile {
@@ -154,7 +151,7 @@ struct Tile<'a> {
     at: usize,
     steps: Range<usize>,
     fresh: bool,
-    prefetch: &'a [u8],
+    prefetch: Prefetch<'a>,
 }
 
 impl Tile<'_> {
@@ -235,26 +232,6 @@ impl Tile<'_> {
         }
     }
 
-    /// Cache lines of `prefetch` each step brings in, for all of them over the tile's steps.
-    fn lines_per_step(&self) -> usize {
-        self.prefetch
-            .len()
-            .div_ceil(LINE)
-            .div_ceil(self.steps.len())
-    }
-
-    /// Brings `lines` (64-byte lines of `prefetch`; those past its end skipped) into L2.
-    #[inline(always)]
-    fn prefetch_lines(&self, lines: Range<usize>) {
-        let bytes = self.prefetch;
-        for line in lines {
-            if let Some(byte) = bytes.get(line * LINE) {
-                // SAFETY: a prefetch only hints the caches, and the address lies in `bytes`.
-                unsafe { _mm_prefetch::<_MM_HINT_T1>(std::ptr::from_ref(byte).cast()) };
-            }
-        }
-    }
-
     /// Per input channel and tap: `V` loads of filters, `P` broadcasts, `P · V` multiply-adds.
     ///
     /// # Safety
@@ -269,9 +246,8 @@ impl Tile<'_> {
         sweep: &Sweep,
     ) {
         let (src, w) = (source.as_ptr(), filters.as_ptr());
-        let per_step = self.lines_per_step();
         for (j, c) in self.steps.clone().enumerate() {
-            self.prefetch_lines(j * per_step..(j + 1) * per_step);
+            self.prefetch.step(j);
             for (t, &offset) in sweep.offsets.iter().enumerate() {
                 let taps = (c * TAPS + t) * BLOCK;
                 let first = c * sweep.plane + self.at + offset;
@@ -302,9 +278,8 @@ impl Tile<'_> {
         sweep: &Sweep,
     ) {
         let (src, w) = (source.as_ptr(), filters.as_ptr());
-        let per_step = self.lines_per_step();
         for (j, c) in self.steps.clone().enumerate() {
-            self.prefetch_lines(j * per_step..(j + 1) * per_step);
+            self.prefetch.step(j);
             for (t, &offset) in sweep.offsets.iter().enumerate() {
                 let taps = (c * TAPS + t) * BLOCK;
                 let first = c * sweep.plane + self.at + offset;

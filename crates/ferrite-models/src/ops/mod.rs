@@ -32,6 +32,7 @@ pub mod linear;
 pub mod max_pool;
 pub mod norm_pool;
 mod output;
+#[cfg(target_arch = "x86_64")]
 mod prefetch;
 mod scratch;
 #[cfg(test)]

@@ -5,6 +5,7 @@
 //! for a while waits on memory for the first read and leaves it idle for the rest; spreading
 //! prefetches of the next chunk over the current one's steps overlaps the two.
 
+use std::arch::x86_64::{_MM_HINT_T1, _mm_prefetch};
 use std::ops::Range;
 
 /// Bytes in a cache line.
@@ -18,16 +19,17 @@ pub(crate) struct Prefetch<'a> {
 }
 
 impl<'a> Prefetch<'a> {
-    pub(crate) fn new(bytes: &'a [u8], steps: usize) -> Self {
+    fn new(bytes: &'a [u8], steps: usize) -> Self {
         let per_step = bytes.len().div_ceil(LINE).div_ceil(steps.max(1));
         Self { bytes, per_step }
     }
 
-    /// Share `i` of `shares` equal shares of `bytes` (the last few bytes left out), spread over
-    /// `steps` steps.
+    /// Share `i` of `shares` equal shares of `bytes` (the last few bytes left out; none past the
+    /// last share), spread over `steps` steps.
     pub(crate) fn share(bytes: &'a [u8], i: usize, shares: usize, steps: usize) -> Self {
         let len = bytes.len() / shares.max(1);
-        Self::new(&bytes[(i * len).min(bytes.len())..][..len], steps)
+        let rest = bytes.get(i * len..).unwrap_or_default();
+        Self::new(&rest[..len.min(rest.len())], steps)
     }
 
     /// Issues step `step`'s prefetches.
@@ -40,14 +42,8 @@ impl<'a> Prefetch<'a> {
     fn lines(&self, lines: Range<usize>) {
         for line in lines {
             if let Some(byte) = self.bytes.get(line * LINE) {
-                #[cfg(target_arch = "x86_64")]
                 // SAFETY: a prefetch only hints the caches, and the address lies in `bytes`.
-                unsafe {
-                    use std::arch::x86_64::{_MM_HINT_T1, _mm_prefetch};
-                    _mm_prefetch::<_MM_HINT_T1>(std::ptr::from_ref(byte).cast());
-                }
-                #[cfg(not(target_arch = "x86_64"))]
-                let _ = byte;
+                unsafe { _mm_prefetch::<_MM_HINT_T1>(std::ptr::from_ref(byte).cast()) };
             }
         }
     }
@@ -70,6 +66,7 @@ mod tests {
         let share = Prefetch::share(&bytes, 1, 2, 3);
         assert_eq!((share.bytes.len(), share.per_step), (5 * LINE, 2));
         assert_eq!(share.bytes.as_ptr(), bytes[5 * LINE..].as_ptr());
+        assert!(Prefetch::share(&bytes, 2, 2, 3).bytes.is_empty());
         assert_eq!(Prefetch::new(&[], 4).per_step, 0);
     }
 }

@@ -23,6 +23,7 @@ use std::sync::Arc;
 use burn::backend::flex::FlexTensor;
 use multiversion::multiversion;
 
+mod f22;
 mod lanes;
 
 use super::{BLOCK, Spread, Sweep, blocked_filters_by, fused_multiply_add};
@@ -171,7 +172,7 @@ fn forward_in(
         }
     };
     // SAFETY: `narrow_affine` writes every value of each map of a block.
-    unsafe { layer.by_blocks(x, w, g, wide_planes, per_block) }
+    unsafe { layer.by_blocks(x, w, g, wide_planes, |_, _, _| {}, per_block) }
 }
 
 /// How a direct batch-1 kernel keeps and splits a layer's filters: by blocks of `block` output
@@ -185,8 +186,8 @@ struct Layer {
 impl Layer {
     /// Every output map of `g` from blocks of output channels, shared out over the threads in
     /// parts of whole blocks ([`Part`]). Each part spreads its image's planes (and pairs them
-    /// for bf16) once, then calls `per_block(operands, ahead, block, sweep, maps, scratch)` for
-    /// each of its blocks: the block's operands, the bytes of the filters the part reads next
+    /// for bf16) once, calls `prepare(operands, sweep, scratch)`, then calls
+    /// `per_block(operands, ahead, block, sweep, maps, scratch)` for each of its blocks: the block's operands, the bytes of the filters the part reads next
     /// (empty after its last block; a kernel may prefetch them), the block's index, the spread
     /// layout, its maps, uninitialised, and `scratch(sweep)` values of scratch.
     ///
@@ -198,6 +199,7 @@ impl Layer {
         w: &FlexTensor,
         g: &Geometry,
         scratch: impl Fn(&Sweep) -> usize,
+        prepare: impl Fn(Operands, &Sweep, &mut [f32]) + Sync + Send,
         per_block: F,
     ) -> Vec<f32>
     where
@@ -223,6 +225,7 @@ impl Layer {
                 spread.spread_image(&x[n * image_in..][..image_in], g, source);
                 let mut paired = Vec::new();
                 let layer = filters.operands(source, [ins, sweep.plane], &mut paired);
+                prepare(layer, &sweep, scratch);
                 let part_blocks = maps.len().div_ceil(block * plane);
                 for (k, maps) in maps.chunks_mut(block * plane).enumerate() {
                     let at = first_block + k;

@@ -18,7 +18,7 @@ use std::ops::Range;
 
 use burn::backend::flex::FlexTensor;
 
-use super::{Blocked, Layer, Operands, Sweep};
+use super::{Blocked, Layer, Operands, Sweep, f22};
 use crate::ops::Precision;
 use crate::ops::conv::kernels::{Epilogue, Geometry};
 use crate::ops::conv::wide::{LANES, TAPS};
@@ -29,7 +29,7 @@ use crate::ops::prefetch::Prefetch;
 const VECTORS: usize = 4;
 
 /// Output channels a block of filters holds.
-const BLOCK: usize = VECTORS * LANES;
+pub(super) const BLOCK: usize = VECTORS * LANES;
 
 /// Outputs of one row a tile sums at once.
 const ROW_TILE: usize = 6;
@@ -70,14 +70,40 @@ pub(super) fn forward(
         precision,
     };
     let plane = g.out_plane();
+    let winograd = precision == Precision::F32 && f22::applies(g);
+    let sums_len = |sweep: &Sweep| sweep.out_plane * BLOCK;
+    let scratch_len = |sweep: &Sweep| {
+        sums_len(sweep)
+            + if winograd {
+                f22::scratch_len(g.in_channels, sweep)
+            } else {
+                0
+            }
+    };
+    let prepare = |operands: Operands<'_>, sweep: &Sweep, scratch: &mut [f32]| {
+        if let (true, Operands::F32 { source, .. }) = (winograd, operands) {
+            f22::transform_input(
+                source,
+                sweep,
+                g.in_channels,
+                &mut scratch[sums_len(sweep)..],
+            );
+        }
+    };
     let per_block = |operands: Operands<'_>,
                      ahead: &[u8],
                      block: usize,
                      sweep: &Sweep,
                      maps: &mut [MaybeUninit<f32>],
-                     sums: &mut [f32]| {
+                     scratch: &mut [f32]| {
         let channels = maps.len() / plane;
-        sum_block(operands, ahead, sweep, channels, sums);
+        let (sums, rest) = scratch.split_at_mut(sums_len(sweep));
+        match operands {
+            Operands::F32 { filters, .. } if winograd => {
+                f22::sum_block(filters, ahead, sweep, channels, rest, sums)
+            }
+            _ => sum_block(operands, ahead, sweep, channels, sums),
+        }
         for (c, map) in maps.chunks_exact_mut(plane).enumerate() {
             let (scale, shift) = post.affine(block * BLOCK + c);
             for (out, pixel) in map.iter_mut().zip(sums.chunks_exact(BLOCK)) {
@@ -86,9 +112,8 @@ pub(super) fn forward(
             }
         }
     };
-    let sums_len = |sweep: &Sweep| sweep.out_plane * BLOCK;
     // SAFETY: `per_block` writes every value of every map of a block.
-    unsafe { layer.by_blocks(x, w, g, sums_len, per_block) }
+    unsafe { layer.by_blocks(x, w, g, scratch_len, prepare, per_block) }
 }
 
 /// `sums[p][c] = Σ_(step, t) filters[step][t][c] · source[step·plane + wide(p) + offsets[t]]`

@@ -11,7 +11,8 @@
 //! channels sum bf16 pairs of them with `vdpbf16ps` instead (twice the multiply-adds an
 //! instruction, half the bytes of filters: VGG's 6² layers 1.8–1.9× faster). Maps of up to
 //! 64 outputs with a block of 64 output channels per thread go to [`lanes`], which puts
-//! output channels in the vector lanes (VGG's 6² layers another 1.33×).
+//! output channels in the vector lanes (VGG's 6² layers another 1.33×), and in f32 at stride
+//! 1 with many input channels sums them by Winograd F(2×2) ([`f22`]).
 
 use std::arch::x86_64::{
     __m512, __m512bh, __m512i, _mm512_dpbf16_ps, _mm512_fmadd_ps, _mm512_loadu_ps,
@@ -186,10 +187,12 @@ struct Layer {
 impl Layer {
     /// Every output map of `g` from blocks of output channels, shared out over the threads in
     /// parts of whole blocks ([`Part`]). Each part spreads its image's planes (and pairs them
-    /// for bf16) once, calls `prepare(operands, sweep, scratch)`, then calls
-    /// `per_block(operands, ahead, block, sweep, maps, scratch)` for each of its blocks: the block's operands, the bytes of the filters the part reads next
-    /// (empty after its last block; a kernel may prefetch them), the block's index, the spread
-    /// layout, its maps, uninitialised, and `scratch(sweep)` values of scratch.
+    /// for bf16) once and calls `prepare(operands, sweep, scratch)`, then calls
+    /// `per_block(operands, ahead, block, sweep, maps, scratch)` for each of its blocks: the
+    /// block's operands, the bytes of the filters the part reads next (empty after its last
+    /// block; a kernel may prefetch them), the block's index, the spread layout, its maps,
+    /// uninitialised, and `scratch(sweep)` values of scratch, the same for every block (what
+    /// `prepare` left there stays).
     ///
     /// # Safety
     /// `per_block` must write every value of the maps it is given: they become the output.

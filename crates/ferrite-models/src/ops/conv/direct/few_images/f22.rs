@@ -32,8 +32,8 @@ const POINTS: usize = 16;
 const CHUNK: usize = 64;
 
 /// Values from one point's transformed filters to the next's: a chunk's, and a cache line
-/// more. Without it the 16 stores of one filter's transform, 256 KB / 16 apart, all fell in
-/// one set of L1, and the transform took as long as the products.
+/// more. Without it the 16 stores of one filter's transform, 16 KB apart, all fell in one set
+/// of L1, and the transform took as long as the products.
 const POINT_STRIDE: usize = CHUNK * BLOCK + LANES;
 
 /// Tiles summed at once: VGG's 6² maps have 9; 9 × 2 vectors of sums stay in registers.
@@ -46,7 +46,7 @@ const PAIR: usize = 2;
 /// tiles, and enough input channels. With few of them the transforms of the input and of
 /// each chunk of filters cost more than the products save: DeXpression's 96→208 at 6² took
 /// 0.054 → 0.057 ms here (`conv_layers 201 dex 1 forward`, 5 pairs), VGG's 256→512 at 6²
-/// 0.38–0.39 → 0.36–0.39 alone and 0.44–0.48 → 0.32–0.33 inside the model.
+/// 0.38–0.39 → 0.36–0.39 alone and 0.44–0.49 → 0.32–0.46 inside the model (3 pairs each).
 pub(super) fn applies(g: &Geometry) -> bool {
     g.stride == [1, 1] && g.out_size.iter().all(|s| s % 2 == 0) && g.in_channels >= MIN_INPUTS
 }
@@ -54,7 +54,7 @@ pub(super) fn applies(g: &Geometry) -> bool {
 /// The fewest input channels of a layer that runs here (VGG's 6² layers have 256 and 512).
 const MIN_INPUTS: usize = 256;
 
-/// The tiles of `g`'s maps, `[rows, columns]`.
+/// The 2×2 tiles of the sweep's maps, `[rows, columns]`.
 fn tiles(sweep: &Sweep) -> [usize; 2] {
     [sweep.out_plane / sweep.out_w / 2, sweep.out_w / 2]
 }

@@ -7,7 +7,8 @@
 //! holds up to 6 outputs of a row × 64 channels. Per input channel (or bf16 pair) and tap,
 //! 4 loads of filters and 6 broadcasts of inputs feed 24 multiply-adds, none of them on
 //! padding. The input channels go in chunks whose filters (295 KB) stay in L2 while every row
-//! of the map reads them.
+//! of the map reads them. The f32 layers [`f22::applies`] to (VGG's 6² layers) sum the same
+//! blocks of filters by Winograd F(2×2) instead.
 
 use std::arch::x86_64::{
     __m512, __m512bh, __m512i, _mm512_dpbf16_ps, _mm512_fmadd_ps, _mm512_loadu_ps,
@@ -73,12 +74,8 @@ pub(super) fn forward(
     let winograd = precision == Precision::F32 && f22::applies(g);
     let sums_len = |sweep: &Sweep| sweep.out_plane * BLOCK;
     let scratch_len = |sweep: &Sweep| {
-        sums_len(sweep)
-            + if winograd {
-                f22::scratch_len(g.in_channels, sweep)
-            } else {
-                0
-            }
+        let transforms = winograd.then(|| f22::scratch_len(g.in_channels, sweep));
+        sums_len(sweep) + transforms.unwrap_or(0)
     };
     let prepare = |operands: Operands<'_>, sweep: &Sweep, scratch: &mut [f32]| {
         if let (true, Operands::F32 { source, .. }) = (winograd, operands) {

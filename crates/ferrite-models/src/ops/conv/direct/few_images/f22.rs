@@ -169,9 +169,9 @@ pub(super) fn sum_block(
 }
 
 /// `U = G′ g G′ᵀ` for the chunk's input channels into `u` (`[point][CHUNK][64]`, points
-/// [`POINT_STRIDE`] apart), with
-/// `G′ = [1 0 0; 1 1 1; 1 −1 1; 0 0 1]`: `G`'s middle rows doubled, so only additions. That
-/// doubles the middle rows and columns of `U`, which the input transform's halves undo.
+/// [`POINT_STRIDE`] apart), with `G′ = [1 0 0; 1 1 1; 1 −1 1; 0 0 1]`: `G`'s middle rows
+/// doubled, so only additions. That doubles the middle rows and columns of `U`, which the
+/// input transform's halves undo.
 ///
 /// # Safety
 /// AVX-512F; `chunk` within the filters' input channels.

@@ -49,6 +49,17 @@ impl<'a> Prefetch<'a> {
     }
 }
 
+/// What a kernel that reads its block's filters `bytes` chunk by chunk reads after the chunk
+/// ending at byte `end`: the next `len` bytes of the block, or after its last chunk the first
+/// `len` of `ahead` (the next block's filters).
+pub(crate) fn next_chunk<'a>(bytes: &'a [u8], ahead: &'a [u8], end: usize, len: usize) -> &'a [u8] {
+    let next = match &bytes[end..] {
+        [] => ahead,
+        rest => rest,
+    };
+    &next[..next.len().min(len)]
+}
+
 /// `values` as bytes, to prefetch.
 pub(crate) fn bytes_of<T: Copy>(values: &[T]) -> &[u8] {
     // SAFETY: the same memory read as bytes: any bit pattern is a `u8`, whose alignment is 1,
@@ -68,5 +79,18 @@ mod tests {
         assert_eq!(share.bytes.as_ptr(), bytes[5 * LINE..].as_ptr());
         assert!(Prefetch::share(&bytes, 2, 2, 3).bytes.is_empty());
         assert_eq!(Prefetch::new(&[], 4).per_step, 0);
+    }
+
+    #[test]
+    fn the_next_chunk_runs_on_into_the_next_block() {
+        let (block, ahead) = ([1u8; 10], [2u8; 6]);
+        assert_eq!(next_chunk(&block, &ahead, 4, 4), &[1; 4]);
+        assert_eq!(
+            next_chunk(&block, &ahead, 8, 4),
+            &[1; 2],
+            "the block's short last chunk"
+        );
+        assert_eq!(next_chunk(&block, &ahead, 10, 4), &[2; 4]);
+        assert!(next_chunk(&block, &[], 10, 4).is_empty());
     }
 }

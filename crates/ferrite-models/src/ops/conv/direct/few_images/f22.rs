@@ -19,7 +19,7 @@ use std::ops::Range;
 use super::Sweep;
 use crate::ops::conv::kernels::Geometry;
 use crate::ops::conv::wide::{LANES, TAPS};
-use crate::ops::prefetch::Prefetch;
+use crate::ops::prefetch::{Prefetch, bytes_of, next_chunk};
 
 /// Output channels of a block of filters, as in [`super::lanes`].
 const BLOCK: usize = super::lanes::BLOCK;
@@ -131,14 +131,10 @@ pub(super) fn sum_block(
     );
     let vectors = channels.div_ceil(LANES);
     let step_bytes = size_of_val(filters) / ins;
-    let bytes = crate::ops::prefetch::bytes_of(filters);
+    let bytes = bytes_of(filters);
     for first in (0..ins).step_by(CHUNK) {
         let chunk = first..(first + CHUNK).min(ins);
-        let next = match &bytes[chunk.end * step_bytes..] {
-            [] => ahead,
-            rest => rest,
-        };
-        let next = &next[..next.len().min(CHUNK * step_bytes)];
+        let next = next_chunk(bytes, ahead, chunk.end * step_bytes, CHUNK * step_bytes);
         // SAFETY: `few_images::applies` checked AVX-512F; the chunk lies within `filters`
         // and its transform within `u`.
         unsafe { transform_filters(filters, chunk.clone(), vectors, u) };

@@ -24,7 +24,7 @@ use crate::ops::Precision;
 use crate::ops::conv::kernels::{Epilogue, Geometry};
 use crate::ops::conv::wide::{LANES, TAPS};
 use crate::ops::filter_cache::FilterCache;
-use crate::ops::prefetch::Prefetch;
+use crate::ops::prefetch::{Prefetch, next_chunk};
 
 /// Vectors of output channels a tile sums at once.
 const VECTORS: usize = 4;
@@ -141,11 +141,7 @@ fn sum_block(operands: Operands, ahead: &[u8], sweep: &Sweep, channels: usize, s
     let tiles = out_h * sweep.out_w.div_ceil(ROW_TILE);
     for first in (0..steps).step_by(CHUNK) {
         let chunk = first..(first + CHUNK).min(steps);
-        let next = match &filters[chunk.end * step_bytes..] {
-            [] => ahead,
-            rest => rest,
-        };
-        let next = &next[..next.len().min(CHUNK * step_bytes)];
+        let next = next_chunk(filters, ahead, chunk.end * step_bytes, CHUNK * step_bytes);
         let mut shares = (0..tiles).map(|i| Prefetch::share(next, i, tiles, chunk.len()));
         for oy in 0..out_h {
             for ox in (0..sweep.out_w).step_by(ROW_TILE) {
